@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates (or reuses) the local virtualenv .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench ladder clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## CPU smoke run of the speedrun binary on the embedded corpus
+	$(PY) -m experiments.speedrun --gin_file=configs/speedrun/smoke.gin --workdir=runs/smoke
+
+test: $(STAMP)  ## the whole test suite (CPU)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)  ## step-time benchmark of a small config on this machine
+	$(PY) -m tools.bench_speedrun
+
+ladder: $(STAMP)  ## every record config at CPU proxy scale -> docs/record_ladder.md
+	$(PY) -m tools.record_ladder --out=docs/record_ladder.md
+
+clean-venv:
+	rm -rf $(VENV)

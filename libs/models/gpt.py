@@ -1,0 +1,376 @@
+"""GPT language models: the llm.c GPT-2 baseline and the speedrun records' switches.
+
+Every architectural change of the NanoGPT speedrun records is a field of
+`GPTConfig`, so each record is a gin file that flips the fields it changed.
+Parameters are float32 (master weights); activations and matmuls run in
+`GPTConfig.dtype` (bfloat16 by default). Axes are named logically (see
+libs/train/sharding.py for the rules that map them onto a mesh).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import gin
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Array = jax.Array
+_constrain = nn.with_logical_constraint
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Architecture switches; the defaults are the llm.c GPT-2 (124M) baseline."""
+
+    vocab_size: int = 50304  # 50257 padded up to a multiple of 128
+    logit_vocab_size: int = 0  # >0: logits of ids at or above this are masked out (llm.c's padding)
+    num_layers: int = 12
+    num_heads: int = 12
+    model_dim: int = 768
+    head_dim: int = 0  # 0: model_dim // num_heads
+    mlp_dim: int = 0  # 0: 4 * model_dim
+    max_seq_len: int = 1024
+    positional: str = "learned"  # "learned" | "rotary"
+    rotary_base: float = 10000.0
+    norm: str = "layernorm"  # "layernorm" (with scale and bias) | "rmsnorm" (no parameters)
+    use_bias: bool = True  # biases on every linear layer, as in GPT-2
+    activation: str = "gelu"  # "gelu" (tanh approximation, llm.c) | "gelu_exact" (erf) | "relu2"
+    qk_norm: bool = False  # RMS-normalise queries and keys per head
+    zero_init_proj: bool = False  # attention and MLP output projections start at zero
+    tie_embeddings: bool = True  # the head reuses the token embedding
+    zero_init_head: bool = False  # an untied head starts at zero
+    embed_norm: bool = False  # normalise the token embedding before the first block
+    logit_softcap: float = 0.0  # >0: logits = cap * tanh(logits / cap)
+    embed_skip: bool = False  # each block mixes in the first embedding: l0 * x + l1 * x0
+    value_residual: bool = False  # each layer's values mix with the first layer's: (1 - l) v + l v1
+    unet_skips: bool = False  # decoder half adds weighted encoder outputs, last-in first-out
+    value_embeddings: int = 0  # n tables added to the values of the first n and last n layers
+    attn_branch_scale: float = 1.0  # the attention branch is scaled by this (records 2-4: 1/sqrt(24))
+    init_scheme: str = "gpt2"  # "gpt2": N(0, init_std), residual projections / sqrt(2 layers)
+    # "torch": PyTorch defaults, U(+-1/sqrt(fan_in)) linears, N(0, 1) untied embedding
+    init_std: float = 0.02
+    dtype: str = "bfloat16"
+    attention_impl: str = "auto"  # "auto" (cuDNN on GPU) | "xla" | "cudnn"
+    remat: bool = False  # rematerialise each block in the backward pass
+    loss_chunk_tokens: int = 8192  # the head's logits are formed this many tokens at a time
+
+    def __post_init__(self):
+        choices = {
+            "positional": ("learned", "rotary"),
+            "norm": ("layernorm", "rmsnorm"),
+            "activation": ("gelu", "gelu_exact", "relu2"),
+            "init_scheme": ("gpt2", "torch"),
+            "attention_impl": ("auto", "xla", "cudnn"),
+            "dtype": ("bfloat16", "float32", "float16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GPTConfig.{name}={getattr(self, name)!r}: expected one of {allowed}")
+        if self.model_dim % self.num_heads and not self.head_dim:
+            raise ValueError(
+                f"GPTConfig: model_dim {self.model_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if 2 * self.value_embeddings > self.num_layers:
+            raise ValueError("GPTConfig.value_embeddings: at most num_layers / 2 tables")
+
+    @property
+    def dims_per_head(self) -> int:
+        return self.head_dim or self.model_dim // self.num_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.mlp_dim or 4 * self.model_dim
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+
+def _dense(cfg: GPTConfig, features: int, axes: tuple[str, str], name: str, zero: bool = False, residual=False):
+    if zero:
+        init = nn.initializers.zeros
+    elif cfg.init_scheme == "torch":
+        init = _FAN_IN_UNIFORM
+    else:
+        init = nn.initializers.normal(cfg.init_std / ((2 * cfg.num_layers) ** 0.5 if residual else 1.0))
+    return nn.Dense(
+        features,
+        use_bias=cfg.use_bias,
+        dtype=cfg.compute_dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(init, axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+        name=name,
+    )
+
+
+class Norm(nn.Module):
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        if self.cfg.norm == "rmsnorm":
+            return rms_norm(x)
+        return nn.LayerNorm(
+            epsilon=1e-5,
+            dtype=self.cfg.compute_dtype,
+            param_dtype=jnp.float32,
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        )(x)
+
+
+def rms_norm(x: Array, eps: float = 1e-6) -> Array:
+    """Parameter-free RMSNorm computed in float32."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+
+
+def rotary(x: Array, base: float) -> Array:
+    """Rotary position embedding over the last axis of a (batch, length, heads, dim) array."""
+    _, length, _, dim = x.shape
+    inv_freq = 1.0 / (base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], axis=-1)
+    return out.astype(x.dtype)
+
+
+def _scalar(module: nn.Module, name: str, value, shape=()) -> Array:
+    """A learnable float32 scalar (or small vector) initialised to `value`."""
+    init = lambda key, shp, dtype=jnp.float32: jnp.broadcast_to(jnp.asarray(value, dtype), shp)
+    return module.param(name, nn.with_logical_partitioning(init, (None,) * len(shape)), shape, jnp.float32)
+
+
+class Attention(nn.Module):
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x: Array, v_first: Array | None, ve: Array | None) -> tuple[Array, Array]:
+        cfg = self.cfg
+        batch, length, _ = x.shape
+        heads, dim = cfg.num_heads, cfg.dims_per_head
+        shape = (batch, length, heads, dim)
+        q = _dense(cfg, heads * dim, ("embed", "heads"), "query")(x).reshape(shape)
+        k = _dense(cfg, heads * dim, ("embed", "heads"), "key")(x).reshape(shape)
+        v = _dense(cfg, heads * dim, ("embed", "heads"), "value")(x).reshape(shape)
+        if v_first is None:
+            v_first = v
+        elif cfg.value_residual:
+            lam = _scalar(self, "value_lambda", 0.5).astype(v.dtype)
+            v = (1 - lam) * v + lam * v_first
+        if ve is not None:
+            lams = _scalar(self, "ve_lambdas", (1.0, 1.0), (2,)).astype(v.dtype)
+            v = lams[0] * v + lams[1] * ve.reshape(shape)
+        if cfg.qk_norm:
+            q, k = rms_norm(q), rms_norm(k)
+        if cfg.positional == "rotary":
+            q, k = rotary(q, cfg.rotary_base), rotary(k, cfg.rotary_base)
+        q, k, v = (_constrain(t, ("act_batch", "act_len", "act_heads", None)) for t in (q, k, v))
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=_attention_impl(cfg, q))
+        out = out.reshape(batch, length, heads * dim)
+        proj = _dense(cfg, cfg.model_dim, ("heads", "embed"), "out", cfg.zero_init_proj, residual=True)
+        return proj(out), v_first
+
+
+def _attention_impl(cfg: GPTConfig, q: Array) -> str | None:
+    if cfg.attention_impl == "xla":
+        return None
+    if cfg.attention_impl == "cudnn":
+        return "cudnn"
+    usable = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and q.shape[-1] <= 128
+    return "cudnn" if usable else None
+
+
+# PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+_FAN_IN_UNIFORM = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _symmetric_uniform(limit: float):
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def _embed_init(cfg: GPTConfig):
+    if cfg.init_scheme == "gpt2":
+        return nn.initializers.normal(cfg.init_std)
+    # Tied: PyTorch's head Linear init overwrote the embedding; untied: nn.Embedding's N(0, 1).
+    return _symmetric_uniform(cfg.model_dim**-0.5) if cfg.tie_embeddings else nn.initializers.normal(1.0)
+
+
+class MLP(nn.Module):
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.cfg
+        h = _dense(cfg, cfg.hidden_dim, ("embed", "mlp"), "fc")(x)
+        h = _constrain(h, ("act_batch", "act_len", "act_mlp"))
+        if cfg.activation == "relu2":
+            h = jnp.square(jax.nn.relu(h))
+        else:
+            h = jax.nn.gelu(h, approximate=cfg.activation == "gelu")
+        return _dense(cfg, cfg.model_dim, ("mlp", "embed"), "proj", cfg.zero_init_proj, residual=True)(h)
+
+
+class Block(nn.Module):
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x, x0, v_first, ve):
+        if self.cfg.embed_skip:
+            lams = _scalar(self, "skip_lambdas", (1.0, 0.0), (2,)).astype(x.dtype)
+            x = lams[0] * x + lams[1] * x0
+        attn, v_first = Attention(self.cfg, name="attn")(Norm(self.cfg)(x), v_first, ve)
+        x = x + (attn * self.cfg.attn_branch_scale if self.cfg.attn_branch_scale != 1.0 else attn)
+        x = x + MLP(self.cfg, name="mlp")(Norm(self.cfg)(x))
+        return _constrain(x, ("act_batch", "act_len", "act_embed")), v_first
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer. `__call__(tokens, targets)` returns the mean loss;
+    without targets it returns float32 logits."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, targets: Array | None = None) -> Array:
+        cfg = self.cfg
+        dtype = cfg.compute_dtype
+        embed = nn.Embed(
+            cfg.vocab_size,
+            cfg.model_dim,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            embedding_init=nn.with_logical_partitioning(_embed_init(cfg), ("vocab", "embed")),
+            name="embed",
+        )
+        x = embed(tokens)
+        if cfg.positional == "learned":
+            pos = self.param(
+                "pos_embed",
+                nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), (None, "embed")),
+                (cfg.max_seq_len, cfg.model_dim),
+                jnp.float32,
+            )
+            x = x + pos[None, : tokens.shape[1]].astype(dtype)
+        if cfg.embed_norm:
+            x = rms_norm(x)
+        x = _constrain(x, ("act_batch", "act_len", "act_embed"))
+        x0 = x
+        ves = self._value_embeddings(tokens)
+
+        block_cls = nn.remat(Block) if cfg.remat else Block
+        blocks = [block_cls(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
+        v_first = None
+        if cfg.unet_skips:
+            encoder = cfg.num_layers // 2
+            skip_weights = _scalar(self, "skip_weights", 1.0, (cfg.num_layers - encoder,))
+            skips = []
+            for i, block in enumerate(blocks):
+                if i >= encoder:
+                    x = x + skip_weights[i - encoder].astype(dtype) * skips.pop()
+                x, v_first = block(x, x0, v_first, ves[i])
+                if i < encoder:
+                    skips.append(x)
+        else:
+            for i, block in enumerate(blocks):
+                x, v_first = block(x, x0, v_first, ves[i])
+        x = Norm(cfg, name="final_norm")(x)
+
+        if cfg.tie_embeddings:
+            head = embed.embedding
+        else:
+            if cfg.zero_init_head:
+                init = nn.initializers.zeros
+            else:
+                init = _FAN_IN_UNIFORM if cfg.init_scheme == "torch" else nn.initializers.normal(cfg.init_std)
+            head = self.param(
+                "head", nn.with_logical_partitioning(init, ("embed", "vocab")), (cfg.model_dim, cfg.vocab_size), jnp.float32
+            ).T
+        head = head.astype(dtype)  # (vocab, embed)
+        if targets is None:
+            return _logits(x, head, cfg.logit_softcap, cfg.logit_vocab_size)
+        return chunked_cross_entropy(x, head, targets, cfg.logit_softcap, cfg.loss_chunk_tokens, cfg.logit_vocab_size)
+
+    def _value_embeddings(self, tokens: Array) -> list[Array | None]:
+        cfg = self.cfg
+        out: list[Array | None] = [None] * cfg.num_layers
+        for j in range(cfg.value_embeddings):
+            table = nn.Embed(
+                cfg.vocab_size,
+                cfg.num_heads * cfg.dims_per_head,
+                dtype=cfg.compute_dtype,
+                param_dtype=jnp.float32,
+                embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("vocab", "embed")),
+                name=f"value_embed_{j}",
+            )
+            ve = table(tokens)
+            out[j] = ve
+            out[cfg.num_layers - cfg.value_embeddings + j] = ve
+        return out
+
+
+def _logits(x: Array, head: Array, softcap: float, valid_vocab: int = 0) -> Array:
+    logits = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
+    if softcap > 0:
+        logits = softcap * jnp.tanh(logits / softcap)
+    if 0 < valid_vocab < head.shape[0]:
+        logits = jnp.where(jnp.arange(head.shape[0]) < valid_vocab, logits, -jnp.inf)
+    return logits
+
+
+def chunked_cross_entropy(
+    x: Array, head: Array, targets: Array, softcap: float, chunk_tokens: int, valid_vocab: int = 0
+) -> Array:
+    """Mean next-token cross-entropy without materialising the whole batch's logits.
+
+    Tokens are processed `chunk_tokens` at a time in a rematerialised scan, so the
+    float32 logits of only one chunk exist at once, in the forward and backward pass.
+    """
+    dim = x.shape[-1]
+    flat_x, flat_t = x.reshape(-1, dim), targets.reshape(-1)
+    n = flat_x.shape[0]
+    chunk = min(chunk_tokens, n) if chunk_tokens > 0 else n
+    if n % chunk:
+        chunk = n  # Fall back to one chunk rather than padding.
+
+    @jax.checkpoint
+    def chunk_loss(xs, ts):
+        logits = _logits(xs, head, softcap, valid_vocab)
+        label_logits = jnp.take_along_axis(logits, ts[:, None], axis=-1)[:, 0]
+        return jnp.sum(jax.nn.logsumexp(logits, axis=-1) - label_logits)
+
+    if chunk == n:
+        return chunk_loss(flat_x, flat_t) / n
+    xs = flat_x.reshape(n // chunk, chunk, dim)
+    ts = flat_t.reshape(n // chunk, chunk)
+    total, _ = jax.lax.scan(lambda acc, c: (acc + chunk_loss(*c), None), jnp.float32(0), (xs, ts))
+    return total / n
+
+
+def count_params(params: Any) -> int:
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def flops_per_token(cfg: GPTConfig, params: Any, seq_len: int) -> float:
+    """Training FLOPs per token: 6 * (matmul parameters) + 12 * layers * width * context.
+
+    The nanoGPT/PaLM convention. Embedding lookups do no matmul, so the position
+    table, value-embedding tables and (when untied) the input embedding are left
+    out; a tied embedding counts once, as the head.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    lookup_only = ("pos_embed", "value_embed_") + (() if cfg.tie_embeddings else ("embed",))
+    matmul = 0
+    for path, leaf in flat:
+        top = str(getattr(path[0], "key", path[0]))
+        if not any(top == name or (name.endswith("_") and top.startswith(name)) for name in lookup_only):
+            matmul += leaf.size
+    attn_width = cfg.num_heads * cfg.dims_per_head
+    return 6.0 * matmul + 12.0 * cfg.num_layers * attn_width * seq_len

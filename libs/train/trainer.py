@@ -1,0 +1,255 @@
+"""The language-model training loop shared by the speedrun (and later Llama) binaries.
+
+    mesh from config -> abstract state -> shardings -> jit(init) or restore
+    -> loop: this process's batch -> jit(step) -> progress / metrics every N
+       -> validation every N -> async checkpoint every N -> stop at target or budget
+    -> final metrics, loss plot, wait for checkpoints
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from libs.models import gpt
+from libs.train import checkpoint, corpus, data, metrics, optim, sharding, shards, state
+from libs.train.launch import UserError
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@gin.configurable(denylist=["workdir"])
+def train(
+    workdir: str,
+    total_steps: int = 1000,
+    seq_len: int = 1024,
+    global_batch_size: int = 512,
+    microbatches: int = 1,
+    train_data: str = "stdlib",
+    val_data: str = "stdlib",
+    stdlib_tokenizer: str = "bytes",
+    val_tokens: int = 10_485_760,
+    val_batch_size: int = 0,
+    eval_every: int = 250,
+    log_every: int = 10,
+    target_val_loss: float = 0.0,
+    seed: int = 0,
+    plot: bool = True,
+) -> dict[str, Any]:
+    """Trains `gpt.GPT(gpt.GPTConfig())` and returns a summary dict.
+
+    Args:
+      workdir: run directory; a rerun in the same directory resumes.
+      total_steps: optimizer steps (the schedule's length).
+      seq_len: tokens per sequence.
+      global_batch_size: sequences per optimizer step, across all devices.
+      microbatches: gradient-accumulation splits of each step's batch.
+      train_data / val_data: glob of FineWeb-format shards, or "stdlib" for the
+        embedded corpus built from this interpreter's standard library.
+      stdlib_tokenizer: tokenizer for the "stdlib" corpus (bytes | gpt2 | auto).
+      val_tokens: validation budget in tokens (rounded down to whole batches).
+      val_batch_size: sequences per validation batch (0: global_batch_size / microbatches).
+      eval_every / log_every: validation and progress-line periods in steps.
+      target_val_loss: stop once validation loss is at or below this (0: never).
+      seed: parameter-init seed.
+      plot: write `loss.png` at the end.
+    """
+    exp = build(total_steps, seq_len, global_batch_size, microbatches)
+    loader, val_batches = _data(train_data, val_data, stdlib_tokenizer, seq_len, global_batch_size,
+                                val_batch_size or global_batch_size // microbatches, val_tokens)
+    with exp.context():
+        ckpt = checkpoint.Checkpointer(workdir)
+        meta = {"train_time_s": 0.0}
+        start = ckpt.latest_step()
+        if start is None:
+            train_state = exp.init_state(seed)
+            start = 0
+        else:
+            logging.info("resuming from step %d in %s", start, ckpt.directory)
+            try:
+                train_state, meta = ckpt.restore(start, exp.abstract_state())
+            except ValueError as e:
+                raise UserError(
+                    f"the checkpoint at step {start} in {ckpt.directory} does not fit this config's model or "
+                    f"optimizer ({str(e).splitlines()[0]}); use another --workdir"
+                ) from e
+        logging.info("model: %.2fM parameters, %.3g FLOPs/token; mesh %s; %s", exp.n_params / 1e6,
+                     exp.flops_per_token, dict(exp.mesh.shape), jax.devices()[0].device_kind)
+        progress = metrics.Progress(total_steps, loader.tokens_per_step, exp.flops_per_token, metrics.peak_flops())
+        loop = _Loop(workdir, total_steps, loader, val_batches, exp.step_fn, exp.eval_fn, exp.batch_sharding, ckpt,
+                     progress, eval_every, log_every, target_val_loss, plot, exp.cfg.vocab_size)
+        return loop.run(train_state, start, meta, exp.n_params)
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything jitted and sharded for one model/optimizer config (no data)."""
+
+    cfg: gpt.GPTConfig
+    mesh: Mesh
+    rules: tuple
+    model: gpt.GPT
+    tx: Any
+    sample: jax.ShapeDtypeStruct
+    shardings: dict[str, Any]
+    batch_sharding: Any
+    step_fn: Any
+    eval_fn: Any
+    n_params: int
+    flops_per_token: float
+
+    def context(self):
+        """Mesh and logical-axis rules; tracing the model needs both."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(nn.logical_axis_rules(self.rules))
+        return stack
+
+    def init_state(self, seed: int):
+        return state.create_state(self.model, self.tx, self.sample, self.shardings, seed)
+
+    def abstract_state(self):
+        return state.abstract_state(self.model, self.tx, self.sample, self.shardings)
+
+
+def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: int) -> Experiment:
+    """Builds the model, optimizer, shardings and jitted step for the gin config."""
+    cfg = gpt.GPTConfig()
+    if seq_len > cfg.max_seq_len:
+        raise UserError(f"train.seq_len={seq_len} exceeds GPTConfig.max_seq_len={cfg.max_seq_len}")
+    mesh, rules = sharding.make_mesh(), sharding.logical_rules()
+    split = sharding.batch_axis_size(mesh, rules) * microbatches
+    if global_batch_size % split:
+        raise UserError(
+            f"train.global_batch_size={global_batch_size} must divide by batch shards x microbatches = {split}"
+        )
+    model = gpt.GPT(cfg)
+    sample = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        abstract_params, specs = state.param_specs(model, sample)
+        tx = optim.make_optimizer(abstract_params, total_steps)
+        shardings = state.state_shardings(abstract_params, specs, tx, mesh, rules)
+    loss_fn = lambda p, x, y: model.apply({"params": p}, x, y)
+    batch_sh = sharding.batch_sharding(mesh, rules)
+    step_fn = jax.jit(
+        state.make_train_step(loss_fn, tx, microbatches),
+        in_shardings=(shardings, batch_sh, batch_sh),
+        out_shardings=(shardings, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    eval_fn = jax.jit(loss_fn, in_shardings=(shardings["params"], batch_sh, batch_sh))
+    return Experiment(cfg, mesh, rules, model, tx, sample, shardings, batch_sh, step_fn, eval_fn,
+                      gpt.count_params(abstract_params), gpt.flops_per_token(cfg, abstract_params, seq_len))
+
+
+def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens):
+    try:
+        if "stdlib" in (train_data, val_data):
+            paths = corpus.build_stdlib_corpus(tokenizer=tokenizer)
+            train_data = paths.train_pattern if train_data == "stdlib" else train_data
+            val_data = paths.val_pattern if val_data == "stdlib" else val_data
+        pid, count = jax.process_index(), jax.process_count()
+        loader = data.Loader(train_data, seq_len, batch, pid, count)
+        val = data.validation_batches(val_data, seq_len, val_batch, val_tokens, pid, count)
+    except (shards.ShardError, FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from e
+    return loader, val
+
+
+class _Loop:
+    """The host-side loop: feeding, logging, validation, checkpoints, stopping."""
+
+    def __init__(self, workdir, total_steps, loader, val_batches, step_fn, eval_fn, batch_sh, ckpt, progress,
+                 eval_every, log_every, target, plot, vocab_size):
+        self.__dict__.update(locals())
+        del self.__dict__["self"]
+        self.writer = metrics.MetricWriter(workdir)
+
+    def _device_batch(self, inputs: np.ndarray, targets: np.ndarray):
+        if inputs.max(initial=0) >= self.vocab_size or targets.max(initial=0) >= self.vocab_size:
+            raise UserError(f"token id {max(inputs.max(), targets.max())} >= GPTConfig.vocab_size {self.vocab_size}")
+        return (jax.make_array_from_process_local_data(self.batch_sh, inputs),
+                jax.make_array_from_process_local_data(self.batch_sh, targets))
+
+    def validate(self, params) -> float:
+        losses = [self.eval_fn(params, *self._device_batch(*b)) for b in self.val_batches]
+        return float(np.mean(jax.device_get(losses)))
+
+    def run(self, train_state, step: int, meta: dict[str, Any], n_params: int) -> dict[str, Any]:
+        train_time = float(meta.get("train_time_s", 0.0))
+        tokens_per_step = self.loader.tokens_per_step
+        status, val_loss, reached_at, last = "budget", float("nan"), None, {}
+        logging.info("training from step %d to %d, %d tokens/step", step, self.total_steps, tokens_per_step)
+        try:
+            if step == 0 and self.eval_every > 0:  # The untrained baseline anchors the curve.
+                val_loss = self.validate(train_state["params"])
+                logging.info("validation step 0: loss %.4f", val_loss)
+                self.writer.write(0, "val", {"loss": val_loss, "train_time_s": 0.0, "tokens_seen": 0})
+            clock = None
+            while step < self.total_steps:
+                train_state, out = self.step_fn(train_state, *self._device_batch(*self.loader.batch(step)))
+                step += 1
+                if clock is None:  # The first step after a start compiles; keep it off the clock.
+                    jax.block_until_ready(out)
+                    logging.info("first step (with compilation) done")
+                    clock = time.perf_counter()
+                    self.progress.start(step)
+                log_now = step % self.log_every == 0 or step == self.total_steps
+                eval_now = self.eval_every > 0 and (step % self.eval_every == 0 or step == self.total_steps)
+                save_now = self.ckpt.should_save(step) or step == self.total_steps
+                if not (log_now or eval_now or save_now):
+                    continue
+                last = {k: float(v) for k, v in jax.device_get(out).items()}
+                if not all(math.isfinite(v) for v in last.values()):
+                    status = "diverged"
+                    raise TrainingDiverged(
+                        f"non-finite loss or gradient at step {step} ({last}); stopped. Last good checkpoint: "
+                        f"step {self.ckpt.latest_step()} in {self.ckpt.directory}"
+                    )
+                train_time += time.perf_counter() - clock
+                meta = {"train_time_s": train_time, "tokens_seen": step * tokens_per_step,
+                        "data_epoch": self.loader.epoch(step)}
+                if log_now:
+                    line, stats = self.progress.line(step, last["loss"])
+                    logging.info("%s", line)
+                    self.writer.write(step, "train", {**last, **stats, "train_time_s": train_time})
+                if eval_now:
+                    val_loss = self.validate(train_state["params"])
+                    logging.info("validation step %d: loss %.4f (%d batches)", step, val_loss, len(self.val_batches))
+                    self.writer.write(step, "val", {"loss": val_loss, "train_time_s": train_time,
+                                                    "tokens_seen": step * tokens_per_step})
+                    if self.target > 0 and val_loss <= self.target:
+                        status, reached_at = "target", step
+                if save_now or status == "target":
+                    self.ckpt.save(step, train_state, meta)
+                clock = time.perf_counter()
+                self.progress.start(step)
+                if status == "target":
+                    logging.info("target validation loss %.4f reached at step %d: %.1f s of training, %d tokens",
+                                 self.target, step, train_time, step * tokens_per_step)
+                    break
+        finally:
+            self.ckpt.close()
+            summary = {"status": status, "step": step, "train_time_s": train_time, "val_loss": val_loss,
+                       "tokens_seen": step * tokens_per_step, "params": n_params,
+                       "target_val_loss": self.target, "target_step": reached_at, **last}
+            self.writer.write(step, "summary", summary)
+            self.writer.close()
+            if self.plot and jax.process_index() == 0:
+                metrics.plot_losses(self.writer.path, os.path.join(self.workdir, "loss.png"))
+        logging.info("done: %s", summary)
+        return summary
