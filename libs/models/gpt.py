@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from libs.models import losses
+
 Array = jax.Array
 _constrain = nn.with_logical_constraint
 
@@ -57,7 +59,7 @@ class GPTConfig:
     dtype: str = "bfloat16"
     attention_impl: str = "auto"  # "auto" (cuDNN on GPU) | "xla" | "cudnn"
     remat: bool = False  # rematerialise each block in the backward pass
-    loss_chunk_tokens: int = 8192  # the head's logits are formed this many tokens at a time
+    loss_chunk_tokens: int = 8192  # the head's logits are formed about this many tokens at a time (0: all)
 
     def __post_init__(self):
         choices = {
@@ -233,13 +235,14 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer. `__call__(tokens, targets)` returns the mean loss;
-    without targets it returns float32 logits."""
+    """Decoder-only transformer. `__call__(tokens, targets)` returns the mean loss
+    (`train=False`: forward only, for evaluation); without targets it returns
+    float32 logits."""
 
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, tokens: Array, targets: Array | None = None) -> Array:
+    def __call__(self, tokens: Array, targets: Array | None = None, train: bool = True) -> Array:
         cfg = self.cfg
         dtype = cfg.compute_dtype
         embed = nn.Embed(
@@ -294,9 +297,12 @@ class GPT(nn.Module):
                 "head", nn.with_logical_partitioning(init, ("embed", "vocab")), (cfg.model_dim, cfg.vocab_size), jnp.float32
             ).T
         head = head.astype(dtype)  # (vocab, embed)
+        loss_args = (cfg.logit_softcap, cfg.loss_chunk_tokens, cfg.logit_vocab_size)
         if targets is None:
-            return _logits(x, head, cfg.logit_softcap, cfg.logit_vocab_size)
-        return chunked_cross_entropy(x, head, targets, cfg.logit_softcap, cfg.loss_chunk_tokens, cfg.logit_vocab_size)
+            return losses.logits_of(x, head, cfg.logit_softcap, cfg.logit_vocab_size)[0]
+        if train:  # Gradients come from the fused pass: the logits are neither kept nor recomputed.
+            return losses.fused_cross_entropy(x, head, targets, *loss_args)
+        return losses.cross_entropy(x, head, targets, *loss_args)
 
     def _value_embeddings(self, tokens: Array) -> list[Array | None]:
         cfg = self.cfg
@@ -314,44 +320,6 @@ class GPT(nn.Module):
             out[j] = ve
             out[cfg.num_layers - cfg.value_embeddings + j] = ve
         return out
-
-
-def _logits(x: Array, head: Array, softcap: float, valid_vocab: int = 0) -> Array:
-    logits = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
-    if softcap > 0:
-        logits = softcap * jnp.tanh(logits / softcap)
-    if 0 < valid_vocab < head.shape[0]:
-        logits = jnp.where(jnp.arange(head.shape[0]) < valid_vocab, logits, -jnp.inf)
-    return logits
-
-
-def chunked_cross_entropy(
-    x: Array, head: Array, targets: Array, softcap: float, chunk_tokens: int, valid_vocab: int = 0
-) -> Array:
-    """Mean next-token cross-entropy without materialising the whole batch's logits.
-
-    Tokens are processed `chunk_tokens` at a time in a rematerialised scan, so the
-    float32 logits of only one chunk exist at once, in the forward and backward pass.
-    """
-    dim = x.shape[-1]
-    flat_x, flat_t = x.reshape(-1, dim), targets.reshape(-1)
-    n = flat_x.shape[0]
-    chunk = min(chunk_tokens, n) if chunk_tokens > 0 else n
-    if n % chunk:
-        chunk = n  # Fall back to one chunk rather than padding.
-
-    @jax.checkpoint
-    def chunk_loss(xs, ts):
-        logits = _logits(xs, head, softcap, valid_vocab)
-        label_logits = jnp.take_along_axis(logits, ts[:, None], axis=-1)[:, 0]
-        return jnp.sum(jax.nn.logsumexp(logits, axis=-1) - label_logits)
-
-    if chunk == n:
-        return chunk_loss(flat_x, flat_t) / n
-    xs = flat_x.reshape(n // chunk, chunk, dim)
-    ts = flat_t.reshape(n // chunk, chunk)
-    total, _ = jax.lax.scan(lambda acc, c: (acc + chunk_loss(*c), None), jnp.float32(0), (xs, ts))
-    return total / n
 
 
 def count_params(params: Any) -> int:

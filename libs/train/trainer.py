@@ -89,10 +89,9 @@ def train(
                 ) from e
         logging.info("model: %.2fM parameters, %.3g FLOPs/token; mesh %s; %s", exp.n_params / 1e6,
                      exp.flops_per_token, dict(exp.mesh.shape), jax.devices()[0].device_kind)
-        progress = metrics.Progress(total_steps, loader.tokens_per_step, exp.flops_per_token, metrics.peak_flops())
-        loop = _Loop(workdir, total_steps, loader, val_batches, exp.step_fn, exp.eval_fn, exp.batch_sharding, ckpt,
-                     progress, eval_every, log_every, target_val_loss, plot, exp.cfg.vocab_size)
-        return loop.run(train_state, start, meta, exp.n_params)
+        loop = _Loop(exp, workdir, loader, val_batches, ckpt, total_steps, eval_every, log_every,
+                     target_val_loss, plot)
+        return loop.run(train_state, start, meta)
 
 
 @dataclasses.dataclass
@@ -151,7 +150,8 @@ def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: 
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
-    eval_fn = jax.jit(loss_fn, in_shardings=(shardings["params"], batch_sh, batch_sh))
+    eval_loss = lambda p, x, y: model.apply({"params": p}, x, y, train=False)
+    eval_fn = jax.jit(eval_loss, in_shardings=(shardings["params"], batch_sh, batch_sh))
     return Experiment(cfg, mesh, rules, model, tx, sample, shardings, batch_sh, step_fn, eval_fn,
                       gpt.count_params(abstract_params), gpt.flops_per_token(cfg, abstract_params, seq_len))
 
@@ -170,26 +170,39 @@ def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens
     return loader, val
 
 
+@dataclasses.dataclass
 class _Loop:
     """The host-side loop: feeding, logging, validation, checkpoints, stopping."""
 
-    def __init__(self, workdir, total_steps, loader, val_batches, step_fn, eval_fn, batch_sh, ckpt, progress,
-                 eval_every, log_every, target, plot, vocab_size):
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
-        self.writer = metrics.MetricWriter(workdir)
+    exp: Experiment
+    workdir: str
+    loader: data.Loader
+    val_batches: Any
+    ckpt: checkpoint.Checkpointer
+    total_steps: int
+    eval_every: int
+    log_every: int
+    target: float
+    plot: bool
+
+    def __post_init__(self):
+        self.writer = metrics.MetricWriter(self.workdir)
+        self.step_fn = self.exp.step_fn
+        self.progress = metrics.Progress(self.total_steps, self.loader.tokens_per_step, self.exp.flops_per_token,
+                                         metrics.peak_flops())
 
     def _device_batch(self, inputs: np.ndarray, targets: np.ndarray):
-        if inputs.max(initial=0) >= self.vocab_size or targets.max(initial=0) >= self.vocab_size:
-            raise UserError(f"token id {max(inputs.max(), targets.max())} >= GPTConfig.vocab_size {self.vocab_size}")
-        return (jax.make_array_from_process_local_data(self.batch_sh, inputs),
-                jax.make_array_from_process_local_data(self.batch_sh, targets))
+        vocab = self.exp.cfg.vocab_size
+        if inputs.max(initial=0) >= vocab or targets.max(initial=0) >= vocab:
+            raise UserError(f"token id {max(inputs.max(), targets.max())} >= GPTConfig.vocab_size {vocab}")
+        sh = self.exp.batch_sharding
+        return jax.make_array_from_process_local_data(sh, inputs), jax.make_array_from_process_local_data(sh, targets)
 
     def validate(self, params) -> float:
-        losses = [self.eval_fn(params, *self._device_batch(*b)) for b in self.val_batches]
+        losses = [self.exp.eval_fn(params, *self._device_batch(*b)) for b in self.val_batches]
         return float(np.mean(jax.device_get(losses)))
 
-    def run(self, train_state, step: int, meta: dict[str, Any], n_params: int) -> dict[str, Any]:
+    def run(self, train_state, step: int, meta: dict[str, Any]) -> dict[str, Any]:
         train_time = float(meta.get("train_time_s", 0.0))
         tokens_per_step = self.loader.tokens_per_step
         status, val_loss, reached_at, last = "budget", float("nan"), None, {}
@@ -245,7 +258,7 @@ class _Loop:
         finally:
             self.ckpt.close()
             summary = {"status": status, "step": step, "train_time_s": train_time, "val_loss": val_loss,
-                       "tokens_seen": step * tokens_per_step, "params": n_params,
+                       "tokens_seen": step * tokens_per_step, "params": self.exp.n_params,
                        "target_val_loss": self.target, "target_step": reached_at, **last}
             self.writer.write(step, "summary", summary)
             self.writer.close()

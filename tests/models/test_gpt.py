@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from libs.models import gpt
+from libs.models import gpt, losses
 from libs.train.state import strip_boxes
 
 TINY = gpt.GPTConfig(vocab_size=64, num_layers=2, num_heads=2, model_dim=32, max_seq_len=16, dtype="float32")
@@ -17,19 +17,28 @@ def _init(cfg, tokens):
     return strip_boxes(gpt.GPT(cfg).init(jax.random.key(0), tokens)["params"])
 
 
-def test_chunked_loss_equals_full_loss_and_gradient():
-    key = jax.random.key(1)
-    x = jax.random.normal(key, (4, 8, 16))
+@pytest.mark.parametrize("softcap, valid_vocab, chunk_tokens", [(0.0, 0, 0), (30.0, 0, 16), (5.0, 45, 8)])
+def test_fused_loss_matches_plain_autodiff(softcap, valid_vocab, chunk_tokens):
+    x = jax.random.normal(jax.random.key(1), (4, 8, 16))
     head = jax.random.normal(jax.random.key(2), (50, 16))
-    targets = jax.random.randint(jax.random.key(3), (4, 8), 0, 50)
+    targets = jax.random.randint(jax.random.key(3), (4, 8), 0, valid_vocab or 50)
 
-    def full(x):
-        logits = gpt._logits(x, head, 30.0)  # pylint: disable=protected-access
+    def plain(x, head):  # Whole-batch logits, differentiated by JAX.
+        logits, _ = losses.logits_of(x, head, softcap, valid_vocab)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))
 
-    chunked = lambda x: gpt.chunked_cross_entropy(x, head, targets, 30.0, chunk_tokens=8)
-    np.testing.assert_allclose(chunked(x), full(x), rtol=1e-5)
-    np.testing.assert_allclose(jax.grad(chunked)(x), jax.grad(full)(x), rtol=1e-4, atol=1e-6)
+    fused = lambda x, head: losses.fused_cross_entropy(x, head, targets, softcap, chunk_tokens, valid_vocab)
+    forward = losses.cross_entropy(x, head, targets, softcap, chunk_tokens, valid_vocab)
+    np.testing.assert_allclose(fused(x, head), plain(x, head), rtol=1e-5)
+    np.testing.assert_allclose(forward, plain(x, head), rtol=1e-5)
+    for got, want in zip(jax.grad(fused, (0, 1))(x, head), jax.grad(plain, (0, 1))(x, head)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_chunks_split_the_sequence_axis():
+    assert losses.num_chunks(64, 1024, 8192) == 8  # 64 rows x 128 positions per chunk
+    assert losses.num_chunks(4, 12, 10) == 6  # 5 chunks would not divide 12
+    assert losses.num_chunks(4, 12, 0) == 1
 
 
 def test_masked_padding_rows_take_no_probability():

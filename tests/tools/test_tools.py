@@ -1,0 +1,63 @@
+"""Fast end-to-end tests of tools.bench_speedrun and tools.record_ladder."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import gin
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--gin_file=configs/speedrun/gpt2_124m.gin", "--gin_file=configs/speedrun/cpu_scale.gin",
+        "--gin_bindings=GPTConfig.num_layers=2", "--gin_bindings=GPTConfig.dtype='float32'"]
+
+
+def _run(args, timeout=120):
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_bench_speedrun_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run(["tools.bench_speedrun", *TINY, "--batch=4", "--steps=2", "--warmup=1", f"--json_out={out}"])
+    assert "ms/step" in proc.stdout and "MFU" in proc.stdout
+    r = json.loads(out.read_text())
+    assert r["ms_per_step"] > 0 and r["tokens_per_s"] > 0 and r["compile_s"] > 0
+    assert r["tokens_per_step"] == 4 * r["device_count"] * 128
+    assert r["params"] > 0 and r["flops_per_token"] > 0
+
+    from libs.train import launch, trainer  # pylint: disable=import-outside-toplevel
+
+    try:
+        launch.parse_config([a.split("=", 1)[1] for a in TINY[:2]], [a.split("=", 1)[1] for a in TINY[2:]])
+        exp = trainer.build(300, 128, global_batch_size=4 * r["device_count"], microbatches=1)
+    finally:
+        gin.clear_config()
+    assert r["flops_per_token"] == pytest.approx(exp.flops_per_token, rel=1e-6)
+    assert r["params"] == exp.n_params
+
+
+def test_bench_speedrun_rejects_bad_binding(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tools.bench_speedrun", *TINY, "--gin_bindings=train.nope=1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "error:" in proc.stderr
+
+
+def test_record_ladder_two_records(tmp_path):
+    out = tmp_path / "docs" / "ladder.md"
+    proc = _run(["tools.record_ladder", f"--out={out}", f"--workdir_root={tmp_path / 'runs'}",
+                 "--records=gpt2_124m,record_02", "--steps=5"], timeout=180)
+    assert "[1/2] gpt2_124m" in proc.stdout and "[2/2] record_02" in proc.stdout
+    text = out.read_text()
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| (\w+) \|[^|]*\| (\d+\.\d+) \|", text, re.M)}
+    assert set(rows) == {"gpt2_124m", "record_02"}
+    assert all(0 < v < 10 for v in rows.values())
+    assert "Where the proxy agrees" in text and "ladder.png" in text
+    assert (tmp_path / "docs" / "ladder.png").stat().st_size > 0
+    raw = json.loads((tmp_path / "docs" / "ladder.json").read_text())
+    assert [r["record"] for r in raw["runs"]] == ["gpt2_124m", "record_02"]
+    assert all(r["val_step"] == 5 and r["train_time_s"] >= 0 for r in raw["runs"])
