@@ -1,0 +1,1 @@
+"""Environments: puzzles (Countdown, Sudoku) now; NetHack, games and research tasks later."""

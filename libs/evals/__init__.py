@@ -1,0 +1,1 @@
+"""Evaluation statistics: win rates with Wilson intervals, performance profiles and AUP."""
