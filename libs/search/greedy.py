@@ -1,0 +1,77 @@
+"""Greedy search as in AIDE and aira-dojo: draft `num_drafts` candidates, then with
+probability `debug_prob` repair a random buggy candidate (at most
+`max_debug_depth` repairs in a row), else improve the best good candidate."""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+import gin
+
+from libs.search.base import Search
+from libs.search.operators import Operators, TreeOperators, debug_depth, is_tried
+from libs.search.tree import Node
+
+
+@gin.configurable
+class Greedy(Search):
+    name = "greedy"
+
+    def __init__(self, *args, operators: Operators | None = None, num_drafts: int = 5, debug_prob: float = 0.5,
+                 max_debug_depth: int = 3, seed: int = 0, **kwargs):
+        self.operators = operators or TreeOperators()
+        self.num_drafts, self.debug_prob, self.max_debug_depth, self.seed = (
+            num_drafts, debug_prob, max_debug_depth, seed)
+        self._good: list[tuple[float, int]] = []  # (-value, id) of good candidates that may still improve
+        self._buggy: list[int] = []
+        self._drafts = 0
+        self._spent: set[int] = set()
+        super().__init__(*args, **kwargs)
+        for node in self.tree.nodes:
+            self._track(node)
+
+    def _track(self, node: Node | None) -> None:
+        if node is None or not is_tried(node):
+            return
+        if node.meta.get("op") == "draft":
+            self._drafts += 1
+        if node.meta.get("spent"):
+            self._spent.add(node.id)
+        elif node.buggy:
+            if debug_depth(node) < self.max_debug_depth:
+                self._buggy.append(node.id)
+        else:
+            heapq.heappush(self._good, (-(node.value or 0.0), node.id))
+
+    def _best_good(self) -> Node | None:
+        while self._good and self._good[0][1] in self._spent:
+            heapq.heappop(self._good)
+        return self.tree[self._good[0][1]] if self._good else None
+
+    def _spend(self, node: Node) -> None:
+        """Marks a candidate as used up (journaled, so a resume agrees)."""
+        self._spent.add(node.id)
+        self.tree.update(node, meta={**node.meta, "spent": True})
+
+    async def step(self) -> bool:
+        rng = random.Random(f"{self.seed}:{self.steps}")
+        new = None
+        if self._drafts < self.num_drafts:
+            new = await self.operators.draft(self)
+        elif self._buggy and rng.random() < self.debug_prob:
+            target = self.tree[self._buggy.pop(rng.randrange(len(self._buggy)))]
+            self._spend(target)
+            new = await self.operators.debug(self, target)
+        while new is None:
+            best = self._best_good()
+            if best is None:
+                new = await self.operators.draft(self)
+                if new is None:
+                    return bool(self._buggy)
+                break
+            new = await self.operators.improve(self, best)
+            if new is None:
+                self._spend(best)  # Nothing left to try from it.
+        self._track(new)
+        return True
