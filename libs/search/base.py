@@ -56,7 +56,8 @@ class Search(abc.ABC):
         self.tree = Tree(Journal(journal_path), problem.encode, problem.decode)
         self.steps = 0
         self._start = time.perf_counter()
-        self._frontier: list[tuple[float, int]] = []  # (-value, id) of unexpanded, non-terminal nodes
+        # (-value, -depth, id) of unexpanded, non-terminal nodes: best value first, deepest on ties.
+        self._frontier: list[tuple[float, int, int]] = []
         self._solved = False
         if not self.tree.nodes:
             root = problem.root()
@@ -142,14 +143,14 @@ class Search(abc.ABC):
 
     def _push_frontier(self, node: Node) -> None:
         if not node.expanded and not node.terminal:
-            heapq.heappush(self._frontier, (-(node.value or 0.0), node.id))
+            heapq.heappush(self._frontier, (-(node.value or 0.0), -node.depth, node.id))
 
     def frontier_best(self, exclude: set[int] = frozenset()) -> Node | None:
         """The highest-valued unexpanded node (lazy deletion keeps this O(log n))."""
         skipped = []
         best = None
         while self._frontier:
-            _, node_id = self._frontier[0]
+            node_id = self._frontier[0][2]
             node = self.tree[node_id]
             if node.expanded or node.terminal:
                 heapq.heappop(self._frontier)

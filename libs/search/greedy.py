@@ -23,7 +23,7 @@ class Greedy(Search):
         self.operators = operators or TreeOperators()
         self.num_drafts, self.debug_prob, self.max_debug_depth, self.seed = (
             num_drafts, debug_prob, max_debug_depth, seed)
-        self._good: list[tuple[float, int]] = []  # (-value, id) of good candidates that may still improve
+        self._good: list[tuple[float, int, int]] = []  # (-value, -depth, id): good candidates, deepest first on ties
         self._buggy: list[int] = []
         self._drafts = 0
         self._spent: set[int] = set()
@@ -42,12 +42,12 @@ class Greedy(Search):
             if debug_depth(node) < self.max_debug_depth:
                 self._buggy.append(node.id)
         else:
-            heapq.heappush(self._good, (-(node.value or 0.0), node.id))
+            heapq.heappush(self._good, (-(node.value or 0.0), -node.depth, node.id))
 
     def _best_good(self) -> Node | None:
-        while self._good and self._good[0][1] in self._spent:
+        while self._good and self._good[0][2] in self._spent:
             heapq.heappop(self._good)
-        return self.tree[self._good[0][1]] if self._good else None
+        return self.tree[self._good[0][2]] if self._good else None
 
     def _spend(self, node: Node) -> None:
         """Marks a candidate as used up (journaled, so a resume agrees)."""

@@ -37,8 +37,7 @@ class LLMFirstSearch(Search):
         elif frontier is None:
             explore = False
         else:
-            path = [n.state for n in self.tree.path_to(node)]
-            explore = await self.problem.should_explore(path, frontier.state)
+            explore = await self.problem.should_explore(self.tree.path_states(node), frontier.state)
         if explore:
             if frontier is None:
                 return False

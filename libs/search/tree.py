@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 NODE_FIELDS = ("value", "prior", "visits", "total_value", "expanded", "terminal", "solved", "buggy", "meta")
@@ -139,6 +139,10 @@ class Tree:
             path.append(self.nodes[path[-1].parent])
         return path[::-1]
 
+    def path_states(self, node: Node) -> "PathStates":
+        """The states on the root-to-`node` path, read lazily (O(1) for the last state and the length)."""
+        return PathStates(self, node)
+
     def best(self, key: Callable[[Node], float] | None = None) -> Node | None:
         key = key or (lambda n: (n.solved, n.value if n.value is not None else -1.0))
         return max(self.nodes, key=key, default=None)
@@ -169,6 +173,33 @@ class Tree:
                         setattr(node, name, value)
             elif kind == "policy":
                 self.policy_state, self.elapsed_s = e["state"], e.get("elapsed_s", 0.0)
+
+
+class PathStates(Sequence):
+    """A read-only view of the states on the first-parent path from the root to a node.
+
+    The last state costs O(1); the length and other states walk the path once, on demand.
+    """
+
+    def __init__(self, tree: Tree, node: Node):
+        self._tree, self._node = tree, node
+        self._states: list | None = None
+
+    def _walk(self) -> list:
+        if self._states is None:
+            self._states = [n.state for n in self._tree.path_to(self._node)]
+        return self._states
+
+    def __len__(self) -> int:
+        return len(self._walk())
+
+    def __getitem__(self, index):
+        if index == -1:
+            return self._node.state
+        return self._walk()[index]
+
+    def __iter__(self):
+        return iter(self._walk())
 
 
 _DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())

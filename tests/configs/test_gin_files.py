@@ -10,9 +10,16 @@ import pytest
 from libs.train import launch, trainer
 from tests.conftest import REPO_ROOT
 
-CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.gin"), recursive=True))
+ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.gin"), recursive=True))
+CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun" + os.sep in p]
+LFS_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "lfs" + os.sep in p]
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
 BASE = os.path.join(REPO_ROOT, "configs", "speedrun", "gpt2_124m.gin")
+LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
+
+
+def test_every_config_is_covered():
+    assert set(ALL_CONFIGS) == set(CONFIGS) | set(LFS_CONFIGS), "a new configs/ folder needs a test here"
 
 
 def _files(path):
@@ -52,3 +59,14 @@ def test_records_chain_each_includes_the_previous():
         text = open(os.path.join(REPO_ROOT, "configs", "speedrun", f"{cur}.gin")).read()
         assert f'include "configs/speedrun/{prev}.gin"' in text, cur
         assert text.startswith("# Record"), f"{cur}.gin must open with a comment naming its change"
+
+
+@pytest.mark.parametrize("path", LFS_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_lfs_configs_parse_with_known_tasks_and_policies(path, clean_gin):
+    from libs.agents import lfs_experiment  # pylint: disable=import-outside-toplevel
+
+    files = [path] if "include" in open(path).read() or path == LFS_BASE else [LFS_BASE, path]
+    launch.parse_config(files, [])
+    bound = lambda name: gin.query_parameter(name) if name in gin.config_str() else ()  # noqa: E731
+    assert set(bound("run.tasks")) <= set(lfs_experiment.TASKS)
+    assert set(bound("run.policies")) <= set(lfs_experiment.POLICIES)

@@ -1,0 +1,1 @@
+"""Problem adapters that compose environments, scorers and the LLM gateway for search."""
