@@ -79,7 +79,6 @@ class Evolutionary(Search):
             means = [sum(map(self._fitness, m)) / len(m) if m else 0.0 for m in self.islands]
             picks = [self._softmax_pick(rng, means) for _ in range(self.per_generation)]
             results = await asyncio.gather(*(self._offspring(random.Random(rng.random()), i) for i in picks))
-        added = 0
         for island, child in results:
             if child is None or child.buggy:
                 continue
@@ -89,10 +88,9 @@ class Evolutionary(Search):
                 members.append(child.id)
                 members.sort(key=self._fitness, reverse=True)
                 del members[self.max_island_size:]
-                added += 1
         if self.num_islands > 1 and rng.random() < self.migration_prob:
             self._migrate()
-        return added > 0 or any(results[i][1] is not None for i in range(len(results)))
+        return any(child is not None for _, child in results)
 
     def _migrate(self) -> None:
         order = sorted(range(self.num_islands), key=lambda i: -max(map(self._fitness, self.islands[i]), default=0))
