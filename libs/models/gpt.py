@@ -10,7 +10,6 @@ libs/train/sharding.py for the rules that map them onto a mesh).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import gin

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import gin
-import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -62,9 +61,3 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
-
-def abstract_like(state: Any) -> Any:
-    """ShapeDtypeStructs carrying the shardings of `state`'s arrays."""
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
-    )
