@@ -168,3 +168,24 @@ class Search(abc.ABC):
         options = [self.tree[c] for c in node.children]
         options = [c for c in options if not c.expanded and not c.terminal]
         return max(options, key=lambda c: c.value or 0.0, default=None)
+
+
+class PathSearch(Search):
+    """A search that walks from a current node (LFS, Best-First): keeps and resumes `current`."""
+
+    current = 0
+
+    async def options(self) -> tuple[Node, Node | None, Node | None]:
+        """The current node (expanded), its best unexpanded child, and the best frontier node elsewhere."""
+        node = self.tree[self.current]
+        if not node.expanded:
+            await self.expand(node)
+        child = self.best_unexpanded_child(node)
+        return node, child, self.frontier_best(exclude={child.id} if child else set())
+
+    def policy_state(self) -> dict[str, Any]:
+        return {**super().policy_state(), "current": self.current}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.current = state.get("current", 0)

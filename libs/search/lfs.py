@@ -12,26 +12,18 @@ from typing import Any
 
 import gin
 
-from libs.search.base import Search
+from libs.search.base import PathSearch
 
 
 @gin.configurable
-class LLMFirstSearch(Search):
+class LLMFirstSearch(PathSearch):
     """The LFS loop of the paper's `run_countdown` / `run_sudoku`."""
 
     name = "lfs"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.current = getattr(self, "current", 0)
-        self.backtracks = getattr(self, "backtracks", 0)
+    backtracks = 0
 
     async def step(self) -> bool:
-        node = self.tree[self.current]
-        if not node.expanded:
-            await self.expand(node)
-        child = self.best_unexpanded_child(node)
-        frontier = self.frontier_best(exclude={child.id} if child else set())
+        node, child, frontier = await self.options()
         if child is None:
             explore = True  # A dead end or a fully explored node: jump.
         elif frontier is None:
@@ -53,8 +45,8 @@ class LLMFirstSearch(Search):
         return True
 
     def policy_state(self) -> dict[str, Any]:
-        return {**super().policy_state(), "current": self.current, "backtracks": self.backtracks}
+        return {**super().policy_state(), "backtracks": self.backtracks}
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
-        self.current, self.backtracks = state.get("current", 0), state.get("backtracks", 0)
+        self.backtracks = state.get("backtracks", 0)
