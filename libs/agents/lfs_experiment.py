@@ -84,7 +84,7 @@ def run(
     if scorer not in ("heuristic", "llm"):
         raise ConfigError(f"run.scorer={scorer!r}: expected 'heuristic' or 'llm'")
     os.makedirs(workdir, exist_ok=True)
-    gateway = _gateway(workdir) if scorer == "llm" else None
+    gateway, budget_error = _gateway(workdir) if scorer == "llm" else (None, ())
     games_path = os.path.join(workdir, "games.jsonl")
     done = {(r["task"], r["policy"], r["game"]) for r in report.read_games(games_path)}
     jobs = [(t, p, i, g) for t in tasks for i, g in enumerate(make_games(t, num_games, seed)) for p in policies
@@ -111,7 +111,6 @@ def run(
                 "fallbacks": stats.fallbacks if stats else 0,
                 "solution": problem.encode(result.solution.state) if result.solution else None}
 
-    budget_error = _budget_error() if gateway else ()
     status = asyncio.run(_play_all(jobs, play, games_in_parallel, games_path, budget_error))
     if gateway:
         gateway.write_usage(os.path.join(workdir, "llm_usage.jsonl"))
@@ -123,16 +122,11 @@ def run(
     return summary
 
 
-def _budget_error():
-    from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel
-
-    return llm.BudgetExceeded
-
-
 def _gateway(workdir: str):
+    """The run's gateway and the exception that says its budget is spent."""
     from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel (litellm is slow to import)
 
-    return llm.Gateway(llm.LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite"))
+    return llm.Gateway(llm.LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite")), llm.BudgetExceeded
 
 
 async def _play_all(jobs, play, parallel: int, games_path: str, budget_error) -> str:
