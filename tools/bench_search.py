@@ -48,8 +48,8 @@ class Synthetic(Problem):
         self._next += 4
         return list(range(self._next - 4, self._next))
 
-    async def evaluate(self, parent, states):
-        return [((s * 2654435761) % 1000) / 1000.0 for s in states]
+    async def child_values(self, path, children):
+        return {i: ((s * 2654435761) % 1000) / 1000.0 for i, s in children.items()}
 
     def is_terminal(self, state):
         return False

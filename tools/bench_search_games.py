@@ -17,7 +17,7 @@ import time
 
 import libs.llm  # noqa: F401  (sets the offline cost map before litellm loads)
 from libs.agents import puzzles
-from libs.agents.model_queries import ModelQueries
+from libs.agents.model_queries import FALLBACKS, ModelScorer
 from libs.agents.testing import search_responder
 from libs.envs import sudoku
 from libs.llm.gateway import Gateway, LLMConfig
@@ -26,17 +26,17 @@ from libs.search import lfs
 from libs.search.base import Budget
 
 
-class _CallCap(ModelQueries):
-    """Stops a game after exactly `cap` model calls (through its token budget)."""
+class _CallCap(ModelScorer):
+    """Stops a game after exactly `cap` model calls."""
 
     def __init__(self, *args, cap: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.cap = cap
 
-    async def ask(self, prompt, validate, fallback):
+    async def ask(self, kind, game_name, prompt, keys):
         if self.stats.calls >= self.cap:
-            return fallback
-        return await super().ask(prompt, validate, fallback)
+            return FALLBACKS[kind]
+        return await super().ask(kind, game_name, prompt, keys)
 
 
 def run(games: int, calls: int, in_flight: int, delay_s: float) -> dict[str, float]:
@@ -51,8 +51,8 @@ def run(games: int, calls: int, in_flight: int, delay_s: float) -> dict[str, flo
 
         async def play(i, instance):
             game = puzzles.SudokuGame(instance)
-            queries = _CallCap(gateway, game.rules, cap=calls)
-            problem = puzzles.PuzzleProblem(game, "llm", queries)
+            queries = _CallCap(gateway, "openai/scripted", cap=calls)
+            problem = puzzles.PuzzleProblem(game, queries)
 
             class Capped(lfs.LLMFirstSearch):
                 def _stop_reason(self):

@@ -1,15 +1,20 @@
-"""The LLM-First Search experiment: policies x puzzle tasks, scored by a heuristic or a model.
+"""The LLM-First Search experiment: policies x puzzle tasks, scored by a model or a labelled stand-in.
 
-Each (task, policy, game) is one search over a generated instance. Games run
-concurrently (`games_in_parallel`); each game journals its tree, and finished
-games are appended to `games.jsonl`, so a rerun in the same workdir skips them
-and resumes the unfinished ones. The run ends with `summary.md` (win rates with
-Wilson intervals, tokens per game, AUP) and `profiles.png`.
+Each (task, policy, game) is one search. Instances come from this codebase's generators (`tasks`) or
+from a file (`instances_file`: the paper's own Countdown JSON and Sudoku pickles, or our JSONL; see
+`libs.envs.instances`). Games run concurrently (`games_in_parallel`); each game journals its tree,
+and finished games are appended to `games.jsonl`, so a rerun in the same workdir skips them and
+resumes the unfinished ones. The run ends with `summary.md` (win rates with Wilson intervals, tokens,
+nodes and seconds per game, AUP) and `profiles.png`.
+
+The defaults follow the paper's code. The switches under "departures from the paper" restore this
+codebase's earlier variants; each one in use is listed in the summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -19,38 +24,47 @@ from typing import Any
 import gin
 from absl import logging
 
-from libs.agents import puzzles, report
-from libs.agents.model_queries import ModelQueries
-from libs.envs import countdown, sudoku
+from libs.agents import puzzles, report, standin
+from libs.agents.model_queries import ModelScorer
+from libs.envs import countdown, instances, sudoku
 from libs.search import best_first, evolutionary, greedy, lfs, mcts, tot_bfs
 from libs.search.base import Budget, Search
-from libs.train.launch import ConfigError
+from libs.train.launch import ConfigError, UserError
 from libs.train.metrics import format_duration
 
-# name -> (game, generator arguments, the paper's token cap per game)
+# name -> (game, generator arguments); the paper's tasks.
 TASKS = {
-    "countdown3": ("countdown", {"num_numbers": 3}, 1_000_000),
-    "countdown5": ("countdown", {"num_numbers": 5}, 1_000_000),
-    "countdown7": ("countdown", {"num_numbers": 7}, 1_000_000),
-    "sudoku4x4": ("sudoku", {"size": 4, "difficulty": "hard"}, 100_000),
-    "sudoku6x6": ("sudoku", {"size": 6, "difficulty": "medium"}, 500_000),
+    "countdown3": ("countdown", {"num_numbers": 3}),
+    "countdown5": ("countdown", {"num_numbers": 5}),
+    "countdown7": ("countdown", {"num_numbers": 7}),
+    "sudoku4x4": ("sudoku", {"size": 4, "difficulty": "hard"}),
+    "sudoku6x6": ("sudoku", {"size": 6, "difficulty": "medium"}),
 }
+# The paper's token caps per game (README "Reproducing"); 9x9 Sudoku has none there, so 6x6's.
+TOKEN_CAPS = {"countdown": 1_000_000, 4: 100_000, 6: 500_000, 9: 500_000}
 POLICIES = {
     "lfs": lambda p, cfg, **kw: lfs.LLMFirstSearch(p, **kw),
     "bestfs": lambda p, cfg, **kw: best_first.BestFirstSearch(p, **kw),
     "tot_bfs": lambda p, cfg, **kw: tot_bfs.ToTBFS(p, top_n=cfg["tot_top_n"], **kw),
-    "mcts": lambda p, cfg, **kw: mcts.MCTS(p, selection="puct", c=cfg["mcts_c"], **kw),
+    "mcts": lambda p, cfg, **kw: mcts.MCTS(p, selection="puct", c=cfg["mcts_c"],
+                                           close_dead_ends=cfg["close_mcts_dead_ends"], **kw),
     "mcts_uct": lambda p, cfg, **kw: mcts.MCTS(p, selection="uct", c=cfg["mcts_c"], **kw),
     "greedy": lambda p, cfg, **kw: greedy.Greedy(p, **kw),
     "evolutionary": lambda p, cfg, **kw: evolutionary.Evolutionary(p, **kw),
 }
+DEPARTURES = ("win_on_generation", "known_terminal_values", "merge_equivalent_moves", "strict_sudoku_dead_ends",
+              "close_mcts_dead_ends")
 
 
 def make_games(task: str, count: int, seed: int) -> list:
-    kind, args, _ = TASKS[task]
+    kind, args = TASKS[task]
     if kind == "countdown":
-        return [puzzles.CountdownGame(i) for i in countdown.generate(args["num_numbers"], count, seed)]
-    return [puzzles.SudokuGame(i) for i in sudoku.generate(args["size"], args["difficulty"], count, seed)]
+        return list(countdown.generate(args["num_numbers"], count, seed))
+    return list(sudoku.generate(args["size"], args["difficulty"], count, seed))
+
+
+def token_cap(instance) -> int:
+    return TOKEN_CAPS["countdown"] if isinstance(instance, countdown.CountdownInstance) else TOKEN_CAPS[instance.size]
 
 
 @gin.configurable(denylist=["workdir"])
@@ -58,75 +72,129 @@ def run(
     workdir: str,
     tasks: Sequence[str] = ("countdown3",),
     policies: Sequence[str] = ("lfs",),
-    scorer: str = "heuristic",
+    instances_file: str | None = None,
+    sudoku_box_shape: Sequence[int] | None = None,
+    scorer: str = "standin",
+    standin_level: str = "medium",
     num_games: int = 20,
     seed: int = 0,
     games_in_parallel: int = 8,
     max_tokens_per_game: int = -1,
-    max_nodes_per_game: int = 5000,
+    max_nodes_per_game: int = 0,
     max_seconds_per_game: float = 0.0,
     mcts_c: float = 0.5,
     tot_top_n: int = 3,
+    aup: str = "paper",
+    win_on_generation: bool = False,
+    known_terminal_values: bool = False,
+    merge_equivalent_moves: bool = False,
+    strict_sudoku_dead_ends: bool = False,
+    close_mcts_dead_ends: bool = False,
 ) -> dict[str, Any]:
     """Plays `num_games` instances of every task with every policy.
 
     Args:
       workdir: run directory (games.jsonl, journals/, summary.md, profiles.png, llm_cache.sqlite).
-      tasks: names from TASKS. policies: names from POLICIES.
-      scorer: "heuristic" (offline stand-in, no model) or "llm" (the model of `LLMConfig`).
-      max_tokens_per_game: model-token cap per game; -1 uses the paper's cap for the task, 0 none.
-      max_nodes_per_game / max_seconds_per_game: further per-game budgets (0: none).
+      tasks: names from TASKS (generated instances); ignored when `instances_file` is set.
+      policies: names from POLICIES.
+      instances_file: play the first `num_games` instances of this file instead: the paper's
+        `val_<k>.json` or `sudoku_diff_<level>_w_<w>_h_<h>.pkl`, or our JSONL. The task is named
+        after the file.
+      sudoku_box_shape: [rows, cols] of a 6x6 file's boxes when the file does not say.
+      scorer: "standin" (the puzzle heuristic with `standin_level` noise; no model) or "llm"
+        (the model of `LLMConfig`).
+      standin_level: one of libs.agents.standin.LEVELS: "exact", "strong", "medium", "weak".
+      max_tokens_per_game: scorer-token cap per game; -1 uses the paper's cap for the task, 0 none.
+        A stand-in's tokens are estimated from the prompts it would have been sent.
+      max_nodes_per_game / max_seconds_per_game: further per-game budgets (0: none, as in the paper).
       mcts_c: exploration constant of MCTS. tot_top_n: ToT-BFS beam width.
+      aup: "paper" (the LFS code's AUP formulas) or "per_token" (efficiency = win rate per token).
+      win_on_generation, known_terminal_values, merge_equivalent_moves, strict_sudoku_dead_ends,
+        close_mcts_dead_ends: departures from the paper (see README), all off by default.
     """
-    unknown = [t for t in tasks if t not in TASKS] + [p for p in policies if p not in POLICIES]
+    unknown = [t for t in tasks if t not in TASKS and not instances_file] + [p for p in policies
+                                                                             if p not in POLICIES]
     if unknown:
         raise ConfigError(f"unknown task or policy {unknown}: tasks {sorted(TASKS)}, policies {sorted(POLICIES)}")
-    if scorer not in ("heuristic", "llm"):
-        raise ConfigError(f"run.scorer={scorer!r}: expected 'heuristic' or 'llm'")
+    if scorer not in ("standin", "llm"):
+        raise ConfigError(f"run.scorer={scorer!r}: expected 'standin' or 'llm'")
+    if standin_level not in standin.LEVELS:
+        raise ConfigError(f"run.standin_level={standin_level!r}: expected one of {list(standin.LEVELS)}")
+    if aup not in ("paper", "per_token"):
+        raise ConfigError(f"run.aup={aup!r}: expected 'paper' or 'per_token'")
+    settings = {"mcts_c": mcts_c, "tot_top_n": tot_top_n, "close_mcts_dead_ends": close_mcts_dead_ends}
+    switches = dict(win_on_generation=win_on_generation, known_terminal_values=known_terminal_values,
+                    merge_equivalent_moves=merge_equivalent_moves, strict_sudoku_dead_ends=strict_sudoku_dead_ends,
+                    close_mcts_dead_ends=close_mcts_dead_ends)
+    departures = [name for name in DEPARTURES if switches[name]]
+    task_games = _load_tasks(tasks, instances_file, sudoku_box_shape, num_games, seed)
     os.makedirs(workdir, exist_ok=True)
-    gateway, budget_error = _gateway(workdir) if scorer == "llm" else (None, ())
+    gateway, errors = _gateway(workdir) if scorer == "llm" else (None, {})
+    label = gateway.config.model if gateway else standin.label(standin_level)
     games_path = os.path.join(workdir, "games.jsonl")
     done = {(r["task"], r["policy"], r["game"]) for r in report.read_games(games_path)}
-    jobs = [(t, p, i, g) for t in tasks for i, g in enumerate(make_games(t, num_games, seed)) for p in policies
+    jobs = [(t, p, i, g) for t, games in task_games.items() for i, g in enumerate(games) for p in policies
             if (t, p, i) not in done]
-    logging.info("%d games to play (%d already done) with the %s scorer", len(jobs), len(done),
-                 puzzles.HEURISTIC_LABEL if scorer == "heuristic" else gateway.config.model)
-    settings = {"mcts_c": mcts_c, "tot_top_n": tot_top_n}
+    logging.info("%d games to play (%d already done); scorer: %s%s", len(jobs), len(done), label,
+                 f"; departures from the paper: {', '.join(departures)}" if departures else "")
 
-    async def play(task, policy, index, game) -> dict[str, Any]:
-        cap = TASKS[task][2] if max_tokens_per_game < 0 else max_tokens_per_game
-        queries = ModelQueries(gateway, game.rules) if gateway else None
-        problem = puzzles.PuzzleProblem(game, scorer, queries)
+    async def play(task, policy, index, instance) -> dict[str, Any]:
+        if isinstance(instance, countdown.CountdownInstance):
+            game = puzzles.CountdownGame(instance, merge_equivalent=merge_equivalent_moves)
+        else:
+            game = puzzles.SudokuGame(instance, strict_dead_ends=strict_sudoku_dead_ends)
+        if gateway:
+            scorer_ = ModelScorer(gateway, label, call_errors=errors["call"])
+        else:  # One noise draw per (seed, task, game): every policy meets the same stand-in "model".
+            game_seed = int(hashlib.sha256(f"{seed}/{task}/{index}".encode()).hexdigest()[:12], 16)
+            scorer_ = standin.StandInScorer(standin_level, seed=game_seed)
+        problem = puzzles.PuzzleProblem(game, scorer_, known_terminal_values=known_terminal_values)
+        cap = token_cap(instance) if max_tokens_per_game < 0 else max_tokens_per_game
         journal = os.path.join(workdir, "journals", task, policy, f"{index}.jsonl")
-        budget = Budget(max_nodes=max_nodes_per_game, max_tokens=cap if gateway else 0,
-                        max_seconds=max_seconds_per_game)
-        search: Search = POLICIES[policy](problem, settings, budget=budget, journal_path=journal)
+        budget = Budget(max_nodes=max_nodes_per_game, max_tokens=cap, max_seconds=max_seconds_per_game)
+        search: Search = POLICIES[policy](problem, settings, budget=budget, journal_path=journal,
+                                          win_on_generation=win_on_generation)
         result = await search.run()
-        stats = queries.stats if queries else None
+        stats = getattr(scorer_, "stats", None)
         return {"task": task, "policy": policy, "game": index, "solved": result.solved,
                 "stop_reason": result.stop_reason, "tokens": result.tokens, "nodes": result.nodes,
-                "steps": result.steps, "seconds": round(result.seconds, 3),
-                "scorer": puzzles.HEURISTIC_LABEL if scorer == "heuristic" else gateway.config.model,
+                "steps": result.steps, "seconds": round(result.seconds, 4), "scorer": label,
+                "queries": stats.queries if stats else scorer_.queries,
                 "model_calls": stats.calls if stats else 0, "parse_retries": stats.retries if stats else 0,
-                "fallbacks": stats.fallbacks if stats else 0,
+                "fallbacks": stats.fallbacks if stats else 0, "backtracks": getattr(search, "backtracks", None),
+                "departures": departures,
                 "solution": problem.encode(result.solution.state) if result.solution else None}
 
-    status = asyncio.run(_play_all(jobs, play, games_in_parallel, games_path, budget_error))
+    status = asyncio.run(_play_all(jobs, play, games_in_parallel, games_path, errors.get("budget", ())))
     if gateway:
         gateway.write_usage(os.path.join(workdir, "llm_usage.jsonl"))
         gateway.close()
-    summary = report.write_summary(workdir, list(tasks), list(policies), scorer_label=(
-        puzzles.HEURISTIC_LABEL if scorer == "heuristic" else gateway.config.model))
+    summary = report.write_summary(workdir, list(task_games), list(policies), scorer_label=label, aup=aup,
+                                   departures=departures)
     summary["status"] = status
     logging.info("summary written to %s (%s)", os.path.join(workdir, "summary.md"), status)
     return summary
 
 
+def _load_tasks(tasks, instances_file, box_shape, num_games: int, seed: int) -> dict[str, list]:
+    if not instances_file:
+        return {t: make_games(t, num_games, seed) for t in tasks}
+    try:
+        loaded = instances.load_instances(instances_file, box_shape=tuple(box_shape) if box_shape else None,
+                                          limit=num_games)
+    except instances.InstanceError as e:
+        raise UserError(str(e)) from e
+    task = os.path.splitext(os.path.basename(instances_file))[0]
+    logging.info("task %s: %s from %s", task, instances.describe(loaded), instances_file)
+    return {task: loaded}
+
+
 def _gateway(workdir: str):
-    """The run's gateway and the exception that says its budget is spent."""
+    """The run's gateway and the errors it raises: {"budget": run budget spent, "call": a call failed}."""
     from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel (litellm is slow to import)
 
-    return llm.Gateway(llm.LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite")), llm.BudgetExceeded
+    gateway = llm.Gateway(llm.LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite"))
+    return gateway, {"budget": llm.BudgetExceeded, "call": (llm.LLMError,)}
 
 
 async def _play_all(jobs, play, parallel: int, games_path: str, budget_error) -> str:
@@ -152,9 +220,9 @@ async def _play_all(jobs, play, parallel: int, games_path: str, budget_error) ->
             wins += record["solved"]
             elapsed = time.perf_counter() - start
             eta = elapsed / finished * (len(jobs) - finished)
-            logging.info("games %d/%d | win rate %.0f%% | last: %s %s #%d %s, %d tokens | %s elapsed | ETA %s",
-                         finished, len(jobs), 100 * wins / finished, record["task"], record["policy"],
-                         record["game"], "won" if record["solved"] else "lost", record["tokens"],
+            logging.info("games %d/%d | win rate %.0f%% | last: %s %s #%d %s, %d tokens, %.2f s | %s elapsed | "
+                         "ETA %s", finished, len(jobs), 100 * wins / finished, record["task"], record["policy"],
+                         record["game"], "won" if record["solved"] else "lost", record["tokens"], record["seconds"],
                          format_duration(elapsed), format_duration(eta))
 
     await asyncio.gather(*(one(job) for job in jobs))

@@ -1,55 +1,39 @@
-"""Countdown and Sudoku as search problems, scored by a heuristic or by a model.
+"""Countdown and Sudoku as search problems, scored by a model or by a labelled stand-in.
 
-`PuzzleProblem` implements `libs.search.problem.Problem` over a game's legal
-moves. Values, priors and the explore decision come from one of two scorers:
+A game adapter (`CountdownGame`, `SudokuGame`) knows the rules and renders the paper's prompts for a
+node: Countdown shows the whole state/action sequence from the root, Sudoku the current board, each
+with the node's listed moves as {index among siblings: move}. `PuzzleProblem` implements
+`libs.search.problem.Problem` over an adapter and a scorer: `ModelScorer` (an LLM through the
+gateway) or `StandInScorer` (the puzzle's heuristic with calibrated noise; never a model, and
+labelled so in every result).
 
-- "heuristic": the puzzle's own heuristic (reachable-value distance for
-  Countdown, constraint propagation for Sudoku) and a rule-based explore
-  decision. This is an offline STAND-IN for a model, labelled as such in every
-  result it produces.
-- "llm": `ModelQueries` through the LLM gateway.
-
-States reached by a legal move that end the game are valued without asking
-anyone: 1 for a solution, 0 for a dead end.
+As in the paper, the scorer also values children that end the game. `known_terminal_values=True`
+values them without asking instead (1 for a solution, 0 for a dead end), this codebase's earlier rule.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from libs.agents.model_queries import ModelQueries
+from libs.agents import prompts
 from libs.envs import countdown, sudoku
 from libs.search.problem import Problem
-
-HEURISTIC_LABEL = "heuristic (offline stand-in for an LLM)"
-
-COUNTDOWN_RULES = (
-    "You are playing Countdown. Combine the given numbers with +, -, * and / to reach the target exactly. "
-    "Each step takes two of the remaining numbers and replaces them with the result; subtraction must not go "
-    "below zero and division must be exact. The game is won when the last remaining number equals the target."
-)
-SUDOKU_RULES = (
-    "You are solving a Sudoku. Fill empty cells (shown as .) so that every row, column and box holds each "
-    "value exactly once. Each step places one value in one empty cell."
-)
 
 
 class CountdownGame:
     name = "countdown"
-    rules = COUNTDOWN_RULES
 
-    def __init__(self, instance: countdown.CountdownInstance):
+    def __init__(self, instance: countdown.CountdownInstance, merge_equivalent: bool = False):
         instance.validate()
-        self.instance = instance
+        self.instance, self.merge_equivalent = instance, merge_equivalent
 
     def root(self):
         return countdown.initial_state(self.instance)
 
     def successors(self, state) -> list:
-        return [countdown.apply(state, m) for m in countdown.legal_moves(state)]
+        moves = countdown.legal_moves(state, merge_equivalent=self.merge_equivalent)
+        return [countdown.apply(state, m) for m in moves]
 
     def is_terminal(self, state) -> bool:
         return countdown.is_terminal(state)
@@ -60,12 +44,16 @@ class CountdownGame:
     def heuristic(self, state) -> float:
         return countdown.heuristic_value(state, self.instance.target)
 
-    def describe(self, state) -> str:
-        return countdown.describe_state(state, self.instance.target)
+    @staticmethod
+    def _operation(step) -> str:
+        return prompts.countdown_operation(*step)
 
-    def describe_step(self, parent, child) -> str:
-        a, op, b, result = child.steps[-1]
-        return f"{a} {op} {b} = {result}, leaving {list(child.numbers)}"
+    def prompt(self, kind: str, path: Sequence, children: Mapping[int, Any]) -> prompts.Prompt:
+        states = [prompts.countdown_state_text(self.instance.target, s.numbers, [self._operation(t) for t in s.steps])
+                  for s in path]
+        actions = [self._operation(s.steps[-1]) for s in list(path)[1:]]
+        listed = {i: self._operation(child.steps[-1]) for i, child in children.items()}
+        return prompts.countdown_prompt(kind, prompts.countdown_sequence_text(states, actions), listed)
 
     def encode(self, state) -> Any:
         return {"numbers": list(state.numbers), "steps": [list(s) for s in state.steps]}
@@ -74,16 +62,15 @@ class CountdownGame:
         return countdown.CountdownState(tuple(data["numbers"]), tuple(tuple(s) for s in data["steps"]))
 
     def key(self, state) -> Any:
-        return list(state.numbers)
+        return list(state.key)
 
 
 class SudokuGame:
     name = "sudoku"
-    rules = SUDOKU_RULES
 
-    def __init__(self, instance: sudoku.SudokuInstance):
+    def __init__(self, instance: sudoku.SudokuInstance, strict_dead_ends: bool = False):
         instance.validate()
-        self.instance = instance
+        self.instance, self.strict_dead_ends = instance, strict_dead_ends
 
     def root(self):
         return sudoku.initial_state(self.instance)
@@ -92,7 +79,7 @@ class SudokuGame:
         return [sudoku.apply(state, m) for m in sudoku.legal_moves(state)]
 
     def is_terminal(self, state) -> bool:
-        return sudoku.is_terminal(state)
+        return sudoku.is_terminal(state, strict=self.strict_dead_ends)
 
     def is_solution(self, state) -> bool:
         return sudoku.is_solved(state)
@@ -100,13 +87,14 @@ class SudokuGame:
     def heuristic(self, state) -> float:
         return sudoku.heuristic_value(state)
 
-    def describe(self, state) -> str:
-        return sudoku.describe_state(state)
-
-    def describe_step(self, parent, child) -> str:
-        index = next(i for i, (a, b) in enumerate(zip(parent.cells, child.cells)) if a != b)
-        row, col = divmod(index, child.size)
-        return sudoku.describe_move((row, col, child.cells[index]))
+    def prompt(self, kind: str, path: Sequence, children: Mapping[int, Any]) -> prompts.Prompt:
+        state = path[-1]
+        listed = {}
+        for i, child in children.items():
+            cell = next(j for j, (a, b) in enumerate(zip(state.cells, child.cells)) if a != b)
+            listed[i] = prompts.sudoku_move(cell // state.size, cell % state.size, child.cells[cell])
+        board = prompts.sudoku_board_text(state.cells, state.size, state.box_rows, state.box_cols)
+        return prompts.sudoku_prompt(kind, state.size, state.box_rows, state.box_cols, board, listed)
 
     def encode(self, state) -> Any:
         return list(state.cells)
@@ -119,17 +107,28 @@ class SudokuGame:
         return list(state.cells)
 
 
+Game = CountdownGame | SudokuGame
+
+
+class Scorer(Protocol):
+    """Answers the four queries for one game (a model, or a labelled stand-in)."""
+
+    label: str
+
+    @property
+    def tokens(self) -> int:
+        """Tokens spent so far (estimated for a stand-in)."""
+
+    async def answer(self, kind: str, game: Game, prompt: prompts.Prompt, path: Sequence,
+                     children: Mapping[int, Any]) -> Any:
+        """The answer to one query (`answers.parse_answer`'s types), or the query's fallback."""
+
+
 class PuzzleProblem(Problem):
     """One puzzle instance for the search policies."""
 
-    def __init__(self, game: CountdownGame | SudokuGame, scorer: str = "heuristic",
-                 queries: ModelQueries | None = None, explore_margin: float = 0.2, prior_temperature: float = 0.1):
-        if scorer not in ("heuristic", "llm"):
-            raise ValueError(f"scorer={scorer!r}: expected 'heuristic' or 'llm'")
-        if scorer == "llm" and queries is None:
-            raise ValueError("scorer='llm' needs ModelQueries")
-        self.game, self.scorer, self.queries, self.explore_margin = game, scorer, queries, explore_margin
-        self.prior_temperature = prior_temperature
+    def __init__(self, game: Game, scorer: Scorer, known_terminal_values: bool = False):
+        self.game, self.scorer, self.known_terminal_values = game, scorer, known_terminal_values
 
     def root(self):
         return self.game.root()
@@ -153,47 +152,23 @@ class PuzzleProblem(Problem):
         return self.game.key(state)
 
     def tokens_used(self) -> int:
-        return self.queries.stats.tokens if self.queries else 0
+        return self.scorer.tokens
 
-    def _known_value(self, state) -> float | None:
-        if self.game.is_solution(state):
-            return 1.0
-        return 0.0 if self.game.is_terminal(state) else None
+    async def _ask(self, kind: str, path: Sequence, children: Mapping[int, Any]) -> Any:
+        return await self.scorer.answer(kind, self.game, self.game.prompt(kind, path, children), path, children)
 
-    async def evaluate(self, parent, states: Sequence) -> list[float]:
-        values = [self._known_value(s) for s in states]
-        open_ids = [i for i, v in enumerate(values) if v is None]
-        if not open_ids:
-            return values
-        if self.scorer == "heuristic":
-            scores = [self.game.heuristic(states[i]) for i in open_ids]
-        elif parent is not None:  # One query scores all siblings at once, as in the paper.
-            context = f"{self.game.rules}\n\nCurrent state:\n{self.game.describe(parent)}"
-            steps = [self.game.describe_step(parent, states[i]) for i in open_ids]
-            scores = await self.queries.child_values(context, steps)
-        else:  # Unrelated states: one value query each, concurrently.
-            scores = await asyncio.gather(*(self.queries.value(
-                f"{self.game.rules}\n\nState:\n{self.game.describe(states[i])}") for i in open_ids))
-        for i, score in zip(open_ids, scores):
-            values[i] = float(score)
-        return values
+    async def child_values(self, path: Sequence, children: Mapping[int, Any]) -> dict[int, float]:
+        known = {}
+        if self.known_terminal_values:
+            known = {i: float(self.game.is_solution(s)) for i, s in children.items() if self.game.is_terminal(s)}
+        rest = {i: s for i, s in children.items() if i not in known}
+        return {**known, **(await self._ask("child_values", path, rest) if rest else {})}
 
-    async def priors(self, state, children: Sequence) -> list[float]:
-        if not children:
-            return []
-        if self.scorer == "heuristic":  # Stand-in: a softmax over the children's heuristic values.
-            weights = [math.exp(self.game.heuristic(c) / self.prior_temperature) for c in children]
-            return [w / sum(weights) for w in weights]
-        context = f"{self.game.rules}\n\nCurrent state:\n{self.game.describe(state)}"
-        return await self.queries.priors(context, [self.game.describe_step(state, c) for c in children])
+    async def value(self, path: Sequence, children: Mapping[int, Any]) -> float | None:
+        return await self._ask("value", path, children)
 
-    async def should_explore(self, path: Sequence, frontier_best) -> bool:
-        if self.scorer == "heuristic":
-            # Rule-based stand-in for the model's decision: leave a hopeless path, or one the best
-            # frontier state beats by a clear margin.
-            here, there = self.game.heuristic(path[-1]), self.game.heuristic(frontier_best)
-            return here == 0.0 or there > here + self.explore_margin
-        steps = [self.game.describe_step(a, b) for a, b in zip(path, path[1:])]
-        context = (f"{self.game.rules}\n\nCurrent state:\n{self.game.describe(path[-1])}\n"
-                   f"Steps on the current path: {'; '.join(steps) or 'none'}")
-        return await self.queries.explore(context)
+    async def should_explore(self, path: Sequence, children: Mapping[int, Any]) -> bool:
+        return await self._ask("explore", path, children)
+
+    async def priors(self, path: Sequence, children: Mapping[int, Any]) -> dict[int, float]:
+        return await self._ask("priors", path, children)

@@ -24,46 +24,66 @@ def read_games(path: str) -> list[dict[str, Any]]:
     return records
 
 
-def write_summary(workdir: str, tasks: list[str], policies: list[str], scorer_label: str) -> dict[str, Any]:
-    """Writes summary.md and profiles.png from games.jsonl; returns the table as a dict."""
-    games = [g for g in read_games(os.path.join(workdir, "games.jsonl"))
-             if g["task"] in tasks and g["policy"] in policies]
+def cell_table(games: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """table[policy][task] = win rate, mean tokens / nodes / seconds per game, and the game count."""
     by_cell: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for g in games:
         by_cell[(g["task"], g["policy"])].append(g)
-    uses_model = any(g["tokens"] for g in games)
-    cost_key = "tokens" if uses_model else "nodes"
+    table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (task, policy), cell in by_cell.items():
+        s = stats.summarize_wins([bool(g["solved"]) for g in cell])
+        row = {key: sum(g[key] for g in cell) / len(cell) for key in ("tokens", "nodes", "seconds")}
+        table[policy][task] = {"win_rate": s.rate, "low": s.low, "high": s.high, "n": s.n, **row}
+    return table
+
+
+def aup_table(table, tasks: list[str], policies: list[str], convention: str = "paper"):
+    """AUP per policy and the profiles behind it, over `tasks` (tokens as the cost)."""
+    taus = profiles.default_taus()
+    present = {p: {t: table[p][t] for t in tasks if t in table.get(p, {})} for p in policies}
+    win = {p: {t: c["win_rate"] for t, c in cells.items()} for p, cells in present.items()}
+    tokens = {p: {t: c["tokens"] for t, c in cells.items()} for p, cells in present.items()}
+    if convention == "paper":
+        ratios = profiles.paper_ratios(win, tokens)
+    else:  # Every policy needs every task for the per-token convention.
+        full = [t for t in tasks if all(t in win[p] for p in policies)]
+        win = {p: {t: win[p][t] for t in full} for p in policies}
+        cost = {p: {t: max(tokens[p][t], 1e-9) for t in full} for p in policies}
+        ratios = {"WinRate": profiles.winrate_ratios(win), "Efficiency": profiles.efficiency_ratios(win, cost)}
+    profs = {kind: profiles.performance_profile(r, taus) for kind, r in ratios.items()}
+    aups = {p: {f"AUP-{kind}": profiles.aup(profs[kind][p], taus) for kind in profs} for p in policies}
+    return aups, profs, taus
+
+
+def write_summary(workdir: str, tasks: list[str], policies: list[str], scorer_label: str, aup: str = "paper",
+                  departures: list[str] = ()) -> dict[str, Any]:
+    """Writes summary.md and profiles.png from games.jsonl; returns the table as a dict."""
+    games = [g for g in read_games(os.path.join(workdir, "games.jsonl"))
+             if g["task"] in tasks and g["policy"] in policies]
+    table = cell_table(games)
     lines = [f"# Search experiment: {', '.join(tasks)}", "",
-             f"Scorer: **{scorer_label}**. Win rate with its Wilson 95% interval; cost per game in "
-             f"{'model tokens' if uses_model else 'search nodes (the heuristic scorer spends no tokens)'}.", "",
+             f"Scorer: **{scorer_label}**. Win rate with its Wilson 95% interval; tokens, search nodes and "
+             "seconds (the game's own search and scorer time) per game.", "",
+             f"Departures from the paper: {', '.join(departures) if departures else 'none'}.", "",
              "| task | policy | games | win rate | 95% CI | tokens/game | nodes/game | seconds/game |",
              "|---|---|---|---|---|---|---|---|"]
-    table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for task in tasks:
         for policy in policies:
-            cell = by_cell.get((task, policy), [])
-            if not cell:
-                continue
-            s = stats.summarize_wins([bool(g["solved"]) for g in cell])
-            mean = lambda key: sum(g[key] for g in cell) / len(cell)  # noqa: E731
-            table[policy][task] = {"win_rate": s.rate, "cost": mean(cost_key), "n": s.n}
-            lines.append(f"| {task} | {policy} | {s.n} | {100 * s.rate:.1f}% | [{100 * s.low:.1f}, "
-                         f"{100 * s.high:.1f}] | {mean('tokens'):,.0f} | {mean('nodes'):,.0f} | "
-                         f"{mean('seconds'):.2f} |")
-    result: dict[str, Any] = {"table": table, "games": len(games)}
-    complete = [t for t in tasks if all(t in table[p] for p in policies)] if table else []
-    if len(policies) > 1 and complete:
-        scores = {p: {t: table[p][t]["win_rate"] for t in complete} for p in policies}
-        costs = {p: {t: max(table[p][t]["cost"], 1e-9) for t in complete} for p in policies}
-        aups = profiles.profile_table(scores, costs)
+            c = table.get(policy, {}).get(task)
+            if c:
+                lines.append(f"| {task} | {policy} | {c['n']} | {100 * c['win_rate']:.1f}% | [{100 * c['low']:.1f}, "
+                             f"{100 * c['high']:.1f}] | {c['tokens']:,.0f} | {c['nodes']:,.0f} | {c['seconds']:.3f} |")
+    result: dict[str, Any] = {"table": {p: dict(t) for p, t in table.items()}, "games": len(games)}
+    if len(policies) > 1 and games:
+        aups, profs, taus = aup_table(table, tasks, policies, aup)
         result["aup"] = aups
-        lines += ["", f"Area under the performance profiles over {len(complete)} task(s) (tau from 1 to 10; "
-                      f"9 is best; efficiency = win rate per {cost_key[:-1]}):", "",
+        how = ("the paper's formulas: efficiency ratio (best win rate / win rate) x (tokens / fewest tokens); "
+               "a zero win rate or a missing task counts as infinity" if aup == "paper"
+               else "efficiency = win rate per token")
+        lines += ["", f"Area under the performance profiles (tau from 1 to 10; 9 is best; {how}):", "",
                   "| policy | AUP win rate | AUP efficiency |", "|---|---|---|"]
         lines += [f"| {p} | {aups[p]['AUP-WinRate']:.2f} | {aups[p]['AUP-Efficiency']:.2f} |" for p in policies]
-        taus = profiles.default_taus()
-        plot = profiles.plot_profiles(profiles.compute_profiles(scores, costs, taus), taus,
-                                      os.path.join(workdir, "profiles.png"),
+        plot = profiles.plot_profiles(profs, taus, os.path.join(workdir, "profiles.png"),
                                       title=f"Performance profiles ({scorer_label})")
         lines += ["", f"![performance profiles]({os.path.basename(plot)})"]
     with open(os.path.join(workdir, "summary.md"), "w") as f:

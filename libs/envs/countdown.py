@@ -1,9 +1,13 @@
 """Countdown puzzle (LLM-First Search, arXiv 2506.05213): combine numbers with + - * / to hit a target.
 
-A state is the sorted multiset of remaining numbers plus the steps taken so far. A move picks two
-remaining numbers and an operation; the result replaces them. Subtraction must stay non-negative and
-division must be exact. As in the paper, the game is won when exactly one number is left and it equals
-the target, so every number must be used.
+A state is the list of remaining numbers plus the steps taken so far. A move picks two remaining
+numbers and an operation; both are removed and the result is appended, as in the paper's code.
+Subtraction takes the smaller number from the larger and division must be exact. As in the paper, the
+game is won when exactly one number is left and it equals the target, so every number must be used.
+
+`legal_moves` branches as the paper does: every pair of positions, each with +, *, - and (when exact)
+/, so a state with repeated numbers has repeated children. `merge_equivalent=True` keeps one move per
+resulting multiset instead (this codebase's earlier, smaller branching).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import numbers as numbers_abc
 import random
 from dataclasses import dataclass, field
 
@@ -33,7 +38,8 @@ class CountdownInstance:
     target: int
 
     def __post_init__(self):
-        object.__setattr__(self, "numbers", tuple(self.numbers))
+        object.__setattr__(self, "numbers", tuple(_as_int(n) for n in self.numbers))
+        object.__setattr__(self, "target", _as_int(self.target))
 
     def validate(self, require_solvable: bool = False) -> None:
         """Raises ValueError if the instance is out of range (or unsolvable, when asked)."""
@@ -41,28 +47,40 @@ class CountdownInstance:
             raise ValueError(f"numbers must hold {MIN_NUMBERS}..{MAX_NUMBERS} values, got {len(self.numbers)}: "
                              f"{self.numbers}")
         for number in self.numbers:
-            if not isinstance(number, int) or not MIN_NUMBER <= number <= MAX_NUMBER:
+            if isinstance(number, bool) or not isinstance(number, int) or not MIN_NUMBER <= number <= MAX_NUMBER:
                 raise ValueError(f"numbers must be integers in {MIN_NUMBER}..{MAX_NUMBER}, got {number!r}")
-        if not isinstance(self.target, int) or not MIN_TARGET <= self.target <= MAX_TARGET:
+        if (isinstance(self.target, bool) or not isinstance(self.target, int)
+                or not MIN_TARGET <= self.target <= MAX_TARGET):
             raise ValueError(f"target must be an integer in {MIN_TARGET}..{MAX_TARGET}, got {self.target!r}")
         if require_solvable and solve(self) is None:
             raise ValueError(f"instance is unsolvable: numbers {self.numbers} cannot make target {self.target}")
 
 
+def _as_int(value):
+    """numpy and other integers become int; anything else (booleans included) is left for validate()."""
+    if isinstance(value, numbers_abc.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 @dataclass(frozen=True)
 class CountdownState:
-    """Remaining numbers (sorted) and the steps so far.
+    """Remaining numbers (untouched ones in their order, results appended) and the steps so far.
 
-    Equality and hashing use only `numbers`, so states with equal multisets are equal whatever path
-    reached them; `steps` is kept for display and for replaying a solution.
+    Equality and hashing use only `numbers`; `key` is the multiset, equal for states that hold the
+    same numbers in another order. `steps` is kept for display and for replaying a solution.
     """
 
     numbers: tuple[int, ...]
     steps: tuple[Step, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "numbers", tuple(sorted(self.numbers)))
+        object.__setattr__(self, "numbers", tuple(self.numbers))
         object.__setattr__(self, "steps", tuple(tuple(step) for step in self.steps))
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        return tuple(sorted(self.numbers))
 
 
 def _combine(a: int, op: str, b: int) -> int | None:
@@ -93,24 +111,28 @@ def initial_state(instance: CountdownInstance) -> CountdownState:
     return CountdownState(instance.numbers)
 
 
-def legal_moves(state: CountdownState) -> list[Move]:
-    """All moves on pairs of remaining numbers, one per distinct resulting multiset.
+def legal_moves(state: CountdownState, merge_equivalent: bool = False) -> list[Move]:
+    """Moves in the paper's order: pairs of positions (i < j), then +, *, - and exact /.
 
-    Moves are written with the larger number first, so `-` never goes negative and `/` is exact.
+    + and * keep the pair's order; - and / put the larger number first, so - never goes negative.
+    With `merge_equivalent`, only the first move leading to each resulting multiset is kept.
     """
     moves, seen = [], set()
     numbers = state.numbers
     for i, j in itertools.combinations(range(len(numbers)), 2):
-        b, a = numbers[i], numbers[j]  # Sorted ascending, so a >= b.
-        rest = numbers[:i] + numbers[i + 1:j] + numbers[j + 1:]
-        for op in OPS:
-            result = _combine(a, op, b)
-            if result is None:
-                continue
-            key = tuple(sorted(rest + (result,)))
-            if key not in seen:
+        x, y = numbers[i], numbers[j]
+        big, small = max(x, y), min(x, y)
+        pair = [(x, "+", y), (x, "*", y), (big, "-", small)]
+        if small != 0 and big % small == 0:
+            pair.append((big, "/", small))
+        for a, op, b in pair:
+            if merge_equivalent:
+                rest = numbers[:i] + numbers[i + 1:j] + numbers[j + 1:]
+                key = tuple(sorted(rest + (_combine(a, op, b),)))
+                if key in seen:
+                    continue
                 seen.add(key)
-                moves.append((a, op, b))
+            moves.append((a, op, b))
     return moves
 
 
@@ -228,16 +250,17 @@ def solve(instance: CountdownInstance) -> list[Step] | None:
     def search(state: CountdownState) -> CountdownState | None:
         if is_terminal(state):
             return state if is_win(state, target) else None
-        if state.numbers in dead:
+        key = state.key
+        if key in dead:
             return None
-        if len(state.numbers) <= EXACT_HEURISTIC_MAX_NUMBERS and _closest_distance(state.numbers, target) != 0:
-            dead.add(state.numbers)
+        if len(key) <= EXACT_HEURISTIC_MAX_NUMBERS and _closest_distance(key, target) != 0:
+            dead.add(key)
             return None
-        for move in legal_moves(state):
+        for move in legal_moves(state, merge_equivalent=True):
             found = search(apply(state, move))
             if found is not None:
                 return found
-        dead.add(state.numbers)
+        dead.add(key)
         return None
 
     found = search(CountdownState(instance.numbers))
@@ -311,11 +334,11 @@ def _bounded_distance(numbers: tuple[int, ...], target: int) -> int:
     def visit(state: CountdownState, budget: int) -> int:
         nonlocal best
         if len(state.numbers) <= EXACT_HEURISTIC_MAX_NUMBERS:
-            best = min(best, _closest_distance(state.numbers, target))
+            best = min(best, _closest_distance(state.key, target))
             return 1
-        moves = legal_moves(state)
+        moves = legal_moves(state, merge_equivalent=True)
         # A fixed pseudo-random order (seeded by the state) so a small budget covers varied pairs and ops.
-        random.Random(f"{state.numbers}/{target}").shuffle(moves)
+        random.Random(f"{state.key}/{target}").shuffle(moves)
         used = 0
         for k, move in enumerate(moves[:budget]):
             share = max(1, (budget - used) // (min(budget, len(moves)) - k))
@@ -339,8 +362,8 @@ def heuristic_value(state: CountdownState, target: int) -> float:
     if not state.numbers:
         return 0.0
     if len(state.numbers) <= EXACT_HEURISTIC_MAX_NUMBERS:
-        return _distance_to_value(_closest_distance(state.numbers, target))
-    return _distance_to_value(_bounded_distance(state.numbers, target))
+        return _distance_to_value(_closest_distance(state.key, target))
+    return _distance_to_value(_bounded_distance(state.key, target))
 
 
 def heuristic_priors(state: CountdownState, target: int, moves: list[Move],

@@ -1,8 +1,12 @@
 """Sudoku puzzles (LLM-First Search, arXiv 2506.05213) on 4x4, 6x6 and 9x9 boards.
 
 Cells are stored row-major with 0 for empty. Moves are (row, col, value) tuples with 0-based row and
-col; the prompt text from `describe_move`/`describe_state` uses 1-based rows and columns. Candidate
-sets are bitmasks: bit v set means value v is allowed.
+col, as in the paper's prompts. Candidate sets are bitmasks: bit v set means value v is allowed.
+
+A 6x6 board has boxes of 3 rows x 2 columns by default, as in the paper (py-sudoku's width=2,
+height=3); 2 rows x 3 columns is also supported. A state is a dead end, as in the paper, only when
+no empty cell has a candidate left; `is_terminal(..., strict=True)` also ends a board on which any
+single empty cell has none (this codebase's earlier, stricter rule).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 Move = tuple[int, int, int]  # (row, col, value), row and col 0-based.
 Shape = tuple[int, int, int]  # (size, box_rows, box_cols)
 
-BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # size -> (box_rows, box_cols)
+BOX_SHAPES = {4: (2, 2), 6: (3, 2), 9: (3, 3)}  # size -> default (box_rows, box_cols), the paper's
+ALLOWED_BOX_SHAPES = {4: ((2, 2),), 6: ((3, 2), (2, 3)), 9: ((3, 3),)}
 DIFFICULTIES = {"easy": 0.3, "medium": 0.5, "hard": 0.7, "expert": 0.9}  # Fraction of cells removed.
 
 
@@ -58,13 +63,13 @@ def _validate_board(shape: Shape, cells: tuple[int, ...]) -> None:
     size, box_rows, box_cols = shape
     if size not in BOX_SHAPES:
         raise ValueError(f"size must be one of {sorted(BOX_SHAPES)}, got {size}")
-    if (box_rows, box_cols) != BOX_SHAPES[size]:
-        raise ValueError(f"a {size}x{size} board needs boxes of {BOX_SHAPES[size][0]} rows x "
-                         f"{BOX_SHAPES[size][1]} cols, got {box_rows} x {box_cols}")
+    if (box_rows, box_cols) not in ALLOWED_BOX_SHAPES[size]:
+        allowed = " or ".join(f"{r} rows x {c} cols" for r, c in ALLOWED_BOX_SHAPES[size])
+        raise ValueError(f"a {size}x{size} board needs boxes of {allowed}, got {box_rows} x {box_cols}")
     if len(cells) != size * size:
         raise ValueError(f"cells must have {size * size} entries for a {size}x{size} board, got {len(cells)}")
     for index, value in enumerate(cells):
-        if not isinstance(value, int) or not 0 <= value <= size:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= size:
             raise ValueError(f"cell (row {index // size}, col {index % size}) has value {value!r}; "
                              f"expected an integer in 0..{size}")
     for kind, units in zip(("row", "col", "box"), _units(shape)):
@@ -132,12 +137,10 @@ def initial_state(instance: SudokuInstance) -> SudokuState:
 
 
 def legal_moves(state: SudokuState) -> list[Move]:
-    """Valid placements in empty cells, cells with the fewest candidates first."""
+    """Valid placements in empty cells: cells row-major, values ascending (the paper's order)."""
     size = state.size
     masks = _candidates(state.cells, state.shape)
-    empty = [i for i, value in enumerate(state.cells) if not value]
-    empty.sort(key=lambda i: (masks[i].bit_count(), i))
-    return [(i // size, i % size, v) for i in empty for v in _values(masks[i])]
+    return [(i // size, i % size, v) for i, value in enumerate(state.cells) if not value for v in _values(masks[i])]
 
 
 def apply(state: SudokuState, move: Move) -> SudokuState:
@@ -156,10 +159,15 @@ def apply(state: SudokuState, move: Move) -> SudokuState:
     return SudokuState(*state.shape, tuple(cells))
 
 
-def is_terminal(state: SudokuState) -> bool:
-    """True when the board is full or some empty cell has no candidates."""
-    masks = _candidates(state.cells, state.shape)
-    return all(state.cells) or any(not mask for mask, value in zip(masks, state.cells) if not value)
+def is_terminal(state: SudokuState, strict: bool = False) -> bool:
+    """True when the board is full or no empty cell has a candidate left (the paper's rule).
+
+    With `strict`, also when any one empty cell has no candidate (such a board can never be solved).
+    """
+    if all(state.cells):
+        return True
+    empty = [mask for mask, value in zip(_candidates(state.cells, state.shape), state.cells) if not value]
+    return any(not mask for mask in empty) if strict else not any(empty)
 
 
 def _has_repeat(cells, shape: Shape) -> bool:
@@ -177,7 +185,7 @@ is_win = is_solved
 
 def describe_move(move: Move) -> str:
     row, col, value = move
-    return f"put {value} in row {row + 1}, column {col + 1}"
+    return f"Place {value} at cell ({row}, {col})"
 
 
 def describe_state(state: SudokuState) -> str:
@@ -258,8 +266,8 @@ def check_solution(instance: SudokuInstance, cells) -> bool:
     return is_solved(SudokuState(*instance.shape, cells))
 
 
-def _make_puzzle(size: int, fraction: float, rng: random.Random) -> SudokuInstance:
-    shape = (size, *BOX_SHAPES[size])
+def _make_puzzle(shape: Shape, fraction: float, rng: random.Random) -> SudokuInstance:
+    size = shape[0]
     cells = list(_search([0] * (size * size), shape, limit=1, rng=rng)[0])
     to_remove = int(fraction * size * size)  # Floor, as in the paper's generator.
     removed = 0
@@ -274,12 +282,14 @@ def _make_puzzle(size: int, fraction: float, rng: random.Random) -> SudokuInstan
     return SudokuInstance(*shape, tuple(cells))
 
 
-def generate(size: int, difficulty: str, count: int, seed: int) -> list[SudokuInstance]:
+def generate(size: int, difficulty: str, count: int, seed: int,
+             box_shape: tuple[int, int] | None = None) -> list[SudokuInstance]:
     """`count` distinct uniquely solvable puzzles; same seed, same list.
 
     A random full board loses cells in random order, each removal kept only if the solution stays
     unique, until int(fraction * cells) are removed or one pass over the cells ends. Hard boards
     (e.g. 9x9 expert) can stop short; `SudokuInstance.empty_fraction` records what was achieved.
+    `box_shape` (rows, cols) defaults to `BOX_SHAPES[size]`.
     """
     if size not in BOX_SHAPES:
         raise ValueError(f"size must be one of {sorted(BOX_SHAPES)}, got {size}")
@@ -287,12 +297,14 @@ def generate(size: int, difficulty: str, count: int, seed: int) -> list[SudokuIn
         raise ValueError(f"difficulty must be one of {list(DIFFICULTIES)}, got {difficulty!r}")
     if count < 0:
         raise ValueError(f"count must be non-negative, got {count}")
-    rng = random.Random(f"sudoku-{size}-{difficulty}-{seed}")
+    shape = (size, *(box_shape or BOX_SHAPES[size]))
+    _validate_board(shape, (0,) * size * size)
+    rng = random.Random(f"sudoku-{size}-{shape[1]}x{shape[2]}-{difficulty}-{seed}")
     instances: dict[tuple[int, ...], SudokuInstance] = {}  # Insertion-ordered, keyed for deduplication.
     for _ in range(20 * count + 100):
         if len(instances) == count:
             return list(instances.values())
-        instance = _make_puzzle(size, DIFFICULTIES[difficulty], rng)
+        instance = _make_puzzle(shape, DIFFICULTIES[difficulty], rng)
         instances.setdefault(instance.cells, instance)
     if len(instances) == count:
         return list(instances.values())

@@ -2,9 +2,16 @@
 
 Tables are nested dicts `table[method][task] -> float`. Given ratios r[m][t]
 (1 = best on that task, inf = failed), rho_m(tau) = |{t : r[m][t] <= tau}| / |tasks|.
-Two conventions: LLM-First Search (win-rate and efficiency ratios, tau in
-logspace(0, 1, 200), trapezoid AUP, so best-everywhere scores 9.0) and MLGym
-(`get_ranks.py`: infeasible methods penalised, log10 ratios, step-function AUP).
+Three conventions:
+- LLM-First Search as its code computes it (`paper_aup`, the default for LFS runs):
+  win-rate ratio best_wr / wr; efficiency ratio (best_wr / wr) * (tokens / fewest
+  tokens of any method on the task); a zero win rate, a task every method loses
+  and a task a method has no data on all count as infinity; tau in
+  logspace(0, 1, 200), trapezoid AUP, so best-everywhere scores 9.0.
+- This codebase's variant (`profile_table`): efficiency = win rate per token,
+  ratio best(eff) / eff; all-zero tasks excluded by default.
+- MLGym (`get_ranks.py`: infeasible methods penalised, log10 ratios,
+  step-function AUP).
 """
 
 from __future__ import annotations
@@ -152,6 +159,49 @@ def profile_table(scores: Table, tokens: Table | None = None, taus: np.ndarray |
     table: dict[str, dict[str, float]] = {m: {} for m in scores}
     for kind, prof in compute_profiles(scores, tokens, taus, all_zero).items():
         for m, rho in prof.items():
+            table[m][f"AUP-{kind}"] = aup(rho, taus)
+    return table
+
+
+def paper_ratios(win_rates: Table, tokens: Table) -> dict[str, Ratios]:
+    """The LLM-First Search code's ratios (`simple_analysis.calculate_aup_values`).
+
+    `win_rates[m][t]` and `tokens[m][t]` (mean tokens per game) may lack tasks: the tasks are the
+    union over methods, and a method without data on a task gets infinity for it. Per task,
+    best_wr is the highest win rate and best_tokens the fewest mean tokens over the methods with
+    data (whatever their win rates). WinRate r = best_wr / wr; EfficiencyScore
+    r = (best_wr / wr) * (tokens / best_tokens); both are infinity when wr = 0 (so a task every
+    method loses is infinity for all) and the latter also when best_tokens = 0.
+    """
+    tasks = sorted({t for m in win_rates for t in win_rates[m]})
+    if not tasks:
+        raise ValueError("win_rates is empty: need at least one method with a task")
+    for m in win_rates:
+        for t, wr in win_rates[m].items():
+            tok = tokens.get(m, {}).get(t)
+            if tok is None or not math.isfinite(float(wr)) or float(wr) < 0 or not float(tok) >= 0:
+                raise ValueError(f"win rate and tokens of {m!r} on {t!r} must be finite and >= 0, "
+                                 f"got {wr!r} and {tok!r}")
+    out: dict[str, Ratios] = {"WinRate": {m: {} for m in win_rates}, "Efficiency": {m: {} for m in win_rates}}
+    for t in tasks:
+        have = [m for m in win_rates if t in win_rates[m]]
+        best_wr = max(float(win_rates[m][t]) for m in have)
+        best_tok = min(float(tokens[m][t]) for m in have)
+        for m in win_rates:
+            wr = float(win_rates[m].get(t, 0.0))
+            ok = t in win_rates[m] and wr > 0
+            out["WinRate"][m][t] = best_wr / wr if ok else math.inf
+            out["Efficiency"][m][t] = (best_wr / wr) * (float(tokens[m][t]) / best_tok) if ok and best_tok > 0 \
+                else math.inf
+    return out
+
+
+def paper_aup(win_rates: Table, tokens: Table, taus: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Per method {"AUP-WinRate", "AUP-Efficiency"} with the LFS code's ratios (`paper_ratios`)."""
+    taus = _check_taus(default_taus() if taus is None else taus)
+    table: dict[str, dict[str, float]] = {m: {} for m in win_rates}
+    for kind, ratios in paper_ratios(win_rates, tokens).items():
+        for m, rho in performance_profile(ratios, taus).items():
             table[m][f"AUP-{kind}"] = aup(rho, taus)
     return table
 

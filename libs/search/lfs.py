@@ -1,52 +1,81 @@
 """LLM-First Search (Herr et al., 2025): the model decides when to leave its path.
 
-At each step the model sees the current path and answers whether to explore
-(jump to the best-valued unexpanded node anywhere in the tree) or continue; then
-the search always takes a greedy step to the best child of where it stands.
-Values come from the problem's scorer (the model, or a labelled heuristic).
+The paper's loop (`llm_first_search.py`), step by step:
+
+1. Setup: a value query on the root, then one child-values query on its children.
+2. At the current node: if it is terminal, explore; else, if any unexpanded node exists anywhere
+   (the frontier), ask the model whether to explore.
+3. Explore: value every frontier node that has no value yet (one query each), then jump to the
+   highest-valued frontier node (ties: the last in breadth-first order) and, if it is unexpanded,
+   expand it and value its children. The frontier holds every unexpanded node: terminal ones and the
+   current node's own children included.
+4. Then, unless the current node is terminal, take the greedy step: expand its highest-valued child
+   (unvalued children count 0; ties: the first), value that child's children, and move to it.
+5. The game is won when the current node is a solved state; it ends when the frontier is empty or
+   the token budget is spent.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import gin
 
-from libs.search.base import PathSearch
+from libs.search.base import BestByValue, PathSearch
+from libs.search.tree import Node
 
 
 @gin.configurable
 class LLMFirstSearch(PathSearch):
-    """The LFS loop of the paper's `run_countdown` / `run_sudoku`."""
-
     name = "lfs"
-    backtracks = 0
+
+    def __init__(self, *args, **kwargs):
+        self._unexpanded: set[int] = set()
+        self._unvalued: set[int] = set()  # Unexpanded nodes without a value.
+        self._frontier: BestByValue | None = None
+        super().__init__(*args, **kwargs)
+
+    def on_node(self, node: Node) -> None:
+        if self._frontier is None:
+            self._frontier = BestByValue(self, ties_to_last=True, eligible=lambda n: not n.expanded)
+        if node.expanded:
+            self._unexpanded.discard(node.id)
+            self._unvalued.discard(node.id)
+            return
+        self._unexpanded.add(node.id)
+        if node.value is None:
+            self._unvalued.add(node.id)
+        else:
+            self._unvalued.discard(node.id)
+            self._frontier.push(node)
 
     async def step(self) -> bool:
-        node, child, frontier = await self.options()
-        if child is None:
-            explore = True  # A dead end or a fully explored node: jump.
-        elif frontier is None:
-            explore = False
-        else:
-            explore = await self.problem.should_explore(self.tree.path_states(node), frontier.state)
-        if explore:
-            if frontier is None:
-                return False
+        if not self.started:
+            return await self.setup()
+        node = self.tree[self.current]
+        explore = node.terminal
+        if not explore and self._unexpanded:
+            listed = self._states(self.listed_children(node))
+            explore = bool(await self.ask(self.problem.should_explore(self.tree.path_states(node), listed)))
+        elif explore and not self._unexpanded:
+            return False
+        if explore and self._unexpanded:
             self.backtracks += 1
-            node = frontier
-            await self.expand(node)
-            child = self.best_unexpanded_child(node)
-            if child is None:
+            for node_id in self.in_bfs_order(self._unvalued):
+                if not self.tree[node_id].expanded and self.tree[node_id].value is None:
+                    await self.score_node(self.tree[node_id])
+            target = self._frontier.best()
+            if target is not None:
+                node = target
                 self.current = node.id
-                return True
-        await self.expand(child)  # The greedy step: expand the best child and move to it.
-        self.current = child.id
-        return True
-
-    def policy_state(self) -> dict[str, Any]:
-        return {**super().policy_state(), "backtracks": self.backtracks}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        super().restore(state)
-        self.backtracks = state.get("backtracks", 0)
+                await self.expand(node)
+            elif node.terminal:  # No frontier node could be valued: nowhere to go.
+                return False
+        if not node.terminal:
+            child = max((self.tree[c] for c in node.children), default=None,
+                        key=lambda c: c.value if c.value is not None else 0.0)  # max keeps the first of ties
+            if child is None:
+                return bool(self._unexpanded)
+            await self.expand(child)
+            node = child
+            self.current = node.id
+        self.visit(node)
+        return bool(self._unexpanded) or self.won is not None

@@ -1,19 +1,26 @@
 """Monte Carlo tree search with two selection rules.
 
-- "uct" (aira-dojo): mean backed-up value, min-max normalised over all values
-  seen so far, plus c * sqrt(ln N_parent / n).
-- "puct" (the LLM-First Search paper's MCTS baseline): Q / (n + 1) +
-  c_param * prior * sqrt(N_parent) / (1 + n), with c_param = ln((N_parent + 19652
-  + 1) / 19652) + c and priors from the problem (the model, or uniform).
-
-Leaves are valued by the problem's scorer; terminal leaves back up 1 for a
-solution and 0 (uct) or -1 (puct, as in the paper) for a dead end.
+- "puct" (the LLM-First Search paper's MCTS baseline, `llm_mcts.py`), by default:
+  - Selection walks down from the root. At an expanded node it asks the model for priors over its
+    children once (lazily, the first time it passes), then picks the child maximising
+    Q / (n + 1) + c_param * prior * sqrt(N) / (1 + n), where Q is the child's summed backed-up value,
+    n its visits, c_param = ln((sum of the children's visits + 19652 + 1) / 19652) + c, and
+    N = depth * visits + 1 of the node choosing (the paper's `visits_to_root`, which multiplies the
+    node's own visits by its depth; so N = 1 at the root). Ties go to the first child.
+  - An unexpanded node reached this way is expanded (children created, not valued) and valued by a
+    value query on itself; that value is backed up.
+  - A terminal node backs up +1 (solved: the game is won) or -1, and stays selectable: dead ends are
+    re-selected and keep backing up -1 (`close_dead_ends=True` closes them instead).
+- "uct" (aira-dojo): mean backed-up value, min-max normalised over all values seen so far, plus
+  c * sqrt(ln N_parent / n). Leaves take the value their parent's child-values query gave them;
+  terminal leaves back up 1 (solved) or 0, and dead ends are closed.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
 import gin
 
 from libs.search.base import Search
@@ -24,40 +31,75 @@ from libs.search.tree import Node
 class MCTS(Search):
     name = "mcts"
 
-    def __init__(self, *args, selection: str = "uct", c: float = 0.5, **kwargs):
+    def __init__(self, *args, selection: str = "puct", c: float = 0.5, close_dead_ends: bool | None = None,
+                 **kwargs):
+        """`close_dead_ends`: never select a finished dead end again (default: False for puct, as in the
+        paper, True for uct)."""
         if selection not in ("uct", "puct"):
             raise ValueError(f"MCTS.selection={selection!r}: expected 'uct' or 'puct'")
         self.selection, self.c = selection, c
+        self.close_dead_ends = (selection == "uct") if close_dead_ends is None else close_dead_ends
         self.low, self.high = math.inf, -math.inf
+        self._unexpanded: set[int] = set()
         super().__init__(*args, **kwargs)
-        # Dead ends and subtrees made only of them are never selected again (journaled in meta).
         self._dead = {n.id for n in self.tree.nodes if n.meta.get("dead")}
 
+    def on_node(self, node: Node) -> None:
+        if node.expanded:
+            self._unexpanded.discard(node.id)
+        else:
+            self._unexpanded.add(node.id)
+
     async def step(self) -> bool:
-        path = [self.tree.root]
+        root = self.tree.root
+        if not root.expanded:  # The paper expands the root up front, without values.
+            await self.expand(root, score=self.selection == "uct")
+            return not self.visit(root)
+        path = [root]
         while path[-1].expanded and not path[-1].terminal:
-            options = [self.tree[c] for c in path[-1].children if c not in self._dead]
-            if not options:  # Everything below is a finished dead end: close it and retry.
-                self._close(path[-1])
-                return self.tree.root.id not in self._dead
-            path.append(max(options, key=lambda c: self._score(path[-1], c)))
+            node = path[-1]
+            if self.selection == "puct" and node.meta.get("priors") is None:
+                await self._set_priors(node)
+            options = [self.tree[c] for c in node.children if c not in self._dead]
+            if not options:  # Everything below is a closed dead end: close this node too.
+                self._close(node)
+                return root.id not in self._dead
+            path.append(max(options, key=self._scorer(node)))  # max keeps the first of ties
         leaf = path[-1]
         if leaf.terminal:
-            value = 1.0 if leaf.solved else (-1.0 if self.selection == "puct" else 0.0)
-            if not leaf.solved:
-                self._close(leaf)
+            if not leaf.expanded:
+                self.tree.update(leaf, expanded=True)
+                self.on_node(leaf)
+            if self.visit(leaf):
+                value = 1.0
+            else:
+                value = -1.0 if self.selection == "puct" else 0.0
+                if self.close_dead_ends:
+                    self._close(leaf)
+        elif self.selection == "puct":
+            await self.expand(leaf, score=False)
+            value = await self.score_node(leaf) if not leaf.terminal else -1.0
+            value = 0.0 if value is None else value  # No usable answer from the model: back up 0.
         else:
-            children = await self.expand(leaf)
-            if self.selection == "puct" and children:
-                priors = await self.problem.priors(leaf.state, [c.state for c in children])
-                total = sum(priors) or 1.0
-                for child, p in zip(children, priors):
-                    self.tree.update(child, prior=p / total)
+            await self.expand(leaf)
             value = leaf.value if leaf.value is not None else 0.0
         for node in path:
             self.tree.update(node, visits=node.visits + 1, total_value=node.total_value + value)
             self._see(node.total_value / node.visits)
-        return True
+        return bool(self._unexpanded) or self.won is not None  # A finished tree has nothing left to learn.
+
+    async def _set_priors(self, node: Node) -> None:
+        """The paper's prior query: scores for the listed children, missing ones 1/len(children), normalised."""
+        listed = self.listed_children(node)
+        scores = await self.ask(self.problem.priors(self.tree.path_states(node), self._states(listed))) \
+            if listed else {}
+        n = len(node.children)
+        raw = [float(scores.get(i, 1.0 / n)) for i in range(n)]
+        total = sum(raw)
+        priors = [p / total for p in raw] if total > 0 else [1.0 / n] * n
+        self.tree.update(node, meta={**node.meta, "priors": priors})
+        for child_id, prior in zip(node.children, priors):
+            self.tree.update(self.tree[child_id], prior=prior)
 
     def _close(self, node: Node) -> None:
         self._dead.add(node.id)
@@ -73,14 +115,25 @@ class MCTS(Search):
     def _see(self, q: float) -> None:
         self.low, self.high = min(self.low, q), max(self.high, q)
 
-    def _score(self, parent: Node, child: Node) -> float:
+    def _scorer(self, parent: Node):
+        """The selection score of `parent`'s children."""
         if self.selection == "puct":
-            c_param = math.log((parent.visits + 19652 + 1) / 19652) + self.c
-            prior = child.prior if child.prior is not None else 1.0 / max(len(parent.children), 1)
-            return child.total_value / (child.visits + 1) + c_param * prior * math.sqrt(parent.visits) / (
-                1 + child.visits)
-        q = child.total_value / child.visits if child.visits else (child.value or 0.0)
+            child_visits = sum(self.tree[c].visits for c in parent.children)
+            c_param = math.log((child_visits + 19652 + 1) / 19652) + self.c
+            explore = c_param * math.sqrt(parent.depth * parent.visits + 1)
+            uniform = 1.0 / len(parent.children)
+
+            def puct(child: Node) -> float:
+                prior = child.prior if child.prior is not None else uniform
+                return child.total_value / (child.visits + 1) + explore * prior / (1 + child.visits)
+
+            return puct
         span = self.high - self.low
-        norm_q = (q - self.low) / span if span > 0 else q
-        explore = math.sqrt(math.log(max(parent.visits, 1) + 1) / max(child.visits, 1))
-        return norm_q + self.c * explore + (1e-3 if not child.visits else 0.0)
+        log_n = math.log(max(parent.visits, 1) + 1)
+
+        def uct(child: Node) -> float:
+            q = child.total_value / child.visits if child.visits else (child.value or 0.0)
+            norm_q = (q - self.low) / span if span > 0 else q
+            return norm_q + self.c * math.sqrt(log_n / max(child.visits, 1)) + (1e-3 if not child.visits else 0.0)
+
+        return uct

@@ -3,7 +3,7 @@
 aira-dojo's Greedy and Evolutionary policies grow a population of candidate
 solutions with these operators. Research tasks implement them with a model
 writing programs; `TreeOperators` implements them for problems that can only
-expand and evaluate (the puzzles): a "new candidate" is the best successor not
+expand and value children (the puzzles): a "new candidate" is the best successor not
 yet tried. Tree problems have no recombination, so their crossover improves the
 fitter parent (said so in the node's metadata).
 """
@@ -45,7 +45,7 @@ def debug_depth(node: Node) -> int:
 
 
 class TreeOperators(Operators):
-    """Operators over `expand`/`evaluate` only: pick the best untried successor."""
+    """Operators over `expand` and child values only: pick the best untried successor."""
 
     async def _pick(self, search: Search, parent: Node, op: str, depth: int = 0, note: str = "") -> Node | None:
         children = await search.expand(parent)
@@ -57,6 +57,7 @@ class TreeOperators(Operators):
         if note:
             meta["note"] = note
         search.tree.update(best, meta=meta)
+        search.visit(best)  # Picking a candidate is visiting it: a solved one wins.
         return best
 
     async def draft(self, search: Search) -> Node | None:

@@ -1,22 +1,32 @@
 """The interface between search policies and the problems they search.
 
-A policy sees states only through `Problem`: propose children (`expand`), score
-them (`evaluate`, values in [0, 1], higher is better), recognise ends
-(`is_terminal`, `is_solution`) and, for the LLM-driven policies, the model's
-decisions (`priors`, `should_explore`). Puzzles implement it over legal moves
-and a scorer (a heuristic or an LLM); research tasks later implement it over
-LLM-written programs.
+A policy sees states only through `Problem`: propose children (`expand`),
+recognise ends (`is_terminal`, `is_solution`) and ask the scorer (a model, or a
+labelled stand-in) four questions, as in the LLM-First Search paper:
+
+- `child_values`: values in [0, 1] of some children of a node (one query);
+- `value`: the value in [0, 1] of one node;
+- `should_explore`: LLM-First Search's decision to leave the current path;
+- `priors`: a distribution over a node's children (MCTS with PUCT).
+
+Each question gets the root-to-node `path` of states (read lazily: the last
+state costs O(1)) and `children`, the node's listed children as {index among
+its siblings: state}. Answers are keyed the same way; a child the scorer leaves
+out stays unvalued (None), as in the paper. Puzzles implement this over legal
+moves; research tasks later implement it over LLM-written programs.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+Children = Mapping[int, Any]
 
 
 class Problem(abc.ABC):
-    """A search problem. Every model query is async, so policies can overlap them."""
+    """A search problem. Every scorer query is async, so games and policies can overlap them."""
 
     @abc.abstractmethod
     def root(self) -> Any:
@@ -24,11 +34,7 @@ class Problem(abc.ABC):
 
     @abc.abstractmethod
     async def expand(self, state: Any) -> list[Any]:
-        """Proposes the children of `state` (legal successors, or model proposals)."""
-
-    @abc.abstractmethod
-    async def evaluate(self, parent: Any | None, states: Sequence[Any]) -> list[float]:
-        """Values in [0, 1] of `states` (children of `parent`; None for unrelated states)."""
+        """The children of `state`, in a fixed order (legal successors, or model proposals)."""
 
     @abc.abstractmethod
     def is_terminal(self, state: Any) -> bool:
@@ -38,17 +44,27 @@ class Problem(abc.ABC):
     def is_solution(self, state: Any) -> bool:
         """`state` solves the problem."""
 
-    async def priors(self, state: Any, children: Sequence[Any]) -> list[float]:
-        """A probability for each child (PUCT); uniform unless the problem knows better."""
-        return [1.0 / len(children)] * len(children) if children else []
+    @abc.abstractmethod
+    async def child_values(self, path: Sequence[Any], children: Children) -> dict[int, float]:
+        """Values in [0, 1] of the listed children of `path[-1]`; keys it omits stay unvalued."""
 
-    async def should_explore(self, path: Sequence[Any], frontier_best: Any) -> bool:
-        """LLM-First Search's decision: leave the current path for the best frontier state?"""
-        del path, frontier_best
+    async def value(self, path: Sequence[Any], children: Children) -> float | None:
+        """The value in [0, 1] of `path[-1]` (None: no usable answer). Default: its best child's value."""
+        values = await self.child_values(path, children)
+        return max(values.values(), default=None)
+
+    async def should_explore(self, path: Sequence[Any], children: Children) -> bool:
+        """LLM-First Search: leave `path[-1]` for the most promising unexplored state elsewhere?"""
+        del path, children
         return False
 
+    async def priors(self, path: Sequence[Any], children: Children) -> dict[int, float]:
+        """Non-negative scores for the listed children (normalised by the caller; missing: uniform)."""
+        del path, children
+        return {}
+
     def key(self, state: Any) -> Any:
-        """A JSON-able identity of `state` (to dedupe children after a resume)."""
+        """A JSON-able identity of `state`."""
         return self.encode(state)
 
     def encode(self, state: Any) -> Any:
@@ -59,5 +75,5 @@ class Problem(abc.ABC):
         return data
 
     def tokens_used(self) -> int:
-        """Model tokens spent on this problem so far (0 for heuristic scorers)."""
+        """Scorer tokens spent on this problem so far (estimated ones for a stand-in scorer)."""
         return 0

@@ -25,18 +25,26 @@ def test_legal_moves_never_produce_negative_or_fractional_numbers():
     states.append((cd.CountdownState((0, 3, 3, 7, 12)), 10))  # Zeros and duplicates.
     for state, _ in states:
         children = [cd.apply(state, move) for move in cd.legal_moves(state)]
-        assert len({child.numbers for child in children}) == len(children)  # Deduplicated by multiset.
+        merged = [cd.apply(state, move) for move in cd.legal_moves(state, merge_equivalent=True)]
+        assert len({child.key for child in merged}) == len(merged)  # Deduplicated by multiset ...
+        assert {child.key for child in merged} == {child.key for child in children}  # ... losing none.
         for child in children:
             assert len(child.numbers) == len(state.numbers) - 1
             assert all(isinstance(n, int) and n >= 0 for n in child.numbers)
 
 
-def test_legal_moves_dedupe_identical_results():
-    moves = cd.legal_moves(cd.CountdownState((2, 2, 5)))
-    # 2 + 2 and 2 * 2 both leave {4, 5}; 2 / 2 leaves {1, 5}; 2 - 2 leaves {0, 5}.
-    pair_moves = [move for move in moves if move[0] == 2 and move[2] == 2]
-    assert sorted(op for _, op, _ in pair_moves) == ["+", "-", "/"]
-    assert all(a >= b for a, _, b in moves)
+def test_legal_moves_follow_the_paper_and_merge_on_request():
+    state = cd.CountdownState((2, 2, 5))
+    # The paper's branching: pairs of positions in order, then +, *, - (larger first), exact /.
+    assert cd.legal_moves(state) == [
+        (2, "+", 2), (2, "*", 2), (2, "-", 2), (2, "/", 2),
+        (2, "+", 5), (2, "*", 5), (5, "-", 2),
+        (2, "+", 5), (2, "*", 5), (5, "-", 2)]
+    assert cd.apply(state, (5, "-", 2)).numbers == (2, 3)  # Untouched numbers keep their order; result last.
+    # Merged: 2 + 2 and 2 * 2 both leave {4, 5}; the second (1st, 3rd) pair repeats the first (2nd, 3rd).
+    merged = cd.legal_moves(state, merge_equivalent=True)
+    assert merged == [(2, "+", 2), (2, "-", 2), (2, "/", 2), (2, "+", 5), (2, "*", 5), (5, "-", 2)]
+    assert cd.legal_moves(cd.CountdownState((0, 3))) == [(0, "+", 3), (0, "*", 3), (3, "-", 0)]  # No / by 0.
 
 
 def test_apply_terminal_win_and_descriptions():
@@ -64,13 +72,22 @@ def test_apply_rejects_illegal_moves(move):
         cd.apply(cd.CountdownState((5, 7, 2)), move)
 
 
-def test_states_with_equal_multisets_are_equal():
-    a = cd.apply(cd.CountdownState((1, 2, 3, 4)), (3, "+", 1))  # {2, 4, 4}
-    b = cd.apply(cd.CountdownState((1, 2, 3, 4)), (2, "*", 1))  # {2, 3, 4}: not equal ...
-    c = cd.apply(b, (3, "-", 2))  # ... but {1, 4, 4}, and {2, 4, 4} by another route:
+def test_states_compare_in_order_and_key_by_multiset():
+    a = cd.apply(cd.CountdownState((1, 2, 3, 4)), (3, "+", 1))  # [2, 4, 4]
     d = cd.CountdownState((4, 2, 4), steps=((9, "-", 5, 4),))
-    assert a != b and a != c
-    assert a == d and hash(a) == hash(d) and len({a, d}) == 1
+    assert a.numbers == (2, 4, 4) and a != d and a.key == d.key == (2, 4, 4)
+    assert cd.CountdownState((4, 2, 4)) == d and hash(cd.CountdownState((4, 2, 4))) == hash(d)
+
+
+def test_numpy_integers_are_numbers_and_booleans_are_not():
+    np = pytest.importorskip("numpy")
+    instance = cd.CountdownInstance(np.array([7, 60, 27]), np.int64(80))
+    instance.validate(require_solvable=True)
+    assert instance.numbers == (7, 60, 27) and type(instance.numbers[0]) is int and type(instance.target) is int
+    with pytest.raises(ValueError, match="numbers"):
+        cd.CountdownInstance((True, 60, 27), 80).validate()
+    with pytest.raises(ValueError, match="target"):
+        cd.CountdownInstance((7, 60, 27), True).validate()
 
 
 @pytest.mark.parametrize("num_numbers", [3, 5, 7])

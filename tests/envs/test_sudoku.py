@@ -59,14 +59,35 @@ def test_legal_moves_are_exactly_the_valid_placements():
         assert len(moves) == len(set(moves)) and set(moves) == brute_force
 
 
-def test_legal_moves_put_the_most_constrained_cells_first():
+def test_legal_moves_are_row_major_with_values_ascending():
     state = sd.initial_state(sd.generate(9, "easy", 1, seed=1)[0])
     moves = sd.legal_moves(state)
-    counts = {}
-    for row, col, _ in moves:
-        counts[(row, col)] = counts.get((row, col), 0) + 1
-    cell_order = list(dict.fromkeys((row, col) for row, col, _ in moves))
-    assert [counts[cell] for cell in cell_order] == sorted(counts[cell] for cell in cell_order)
+    assert moves == sorted(moves)  # The paper's order: cells row-major, then values ascending.
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (2, 3)])
+def test_six_by_six_in_both_box_orientations(shape):
+    (instance,) = sd.generate(6, "medium", 1, seed=3, box_shape=shape)
+    assert (instance.box_rows, instance.box_cols) == shape and sd.count_solutions(instance) == 1
+    rows, cols, boxes = sd._units(instance.shape)  # pylint: disable=protected-access
+    assert len(boxes[0]) == 6 and {i // 6 for i in boxes[0]} == set(range(shape[0]))
+    assert sd.BOX_SHAPES[6] == (3, 2)  # The paper's 6x6 default (py-sudoku width=2, height=3).
+    # A board valid under one orientation breaks the other's boxes.
+    (solution,) = sd.solve(instance, limit=1)
+    other = (6, *shape[::-1])
+    with pytest.raises(ValueError, match="conflicting givens"):
+        sd.SudokuInstance(*other, solution).validate()
+
+
+def test_dead_ends_follow_the_paper_unless_strict():
+    # Cell (0, 0) has no candidate (row has 2, 3; column has 1; box has 4) but (0, 3) still has one.
+    cells = (0, 2, 3, 0,
+             0, 4, 0, 0,
+             1, 0, 0, 0,
+             0, 0, 0, 0)
+    state = sd.SudokuState(4, 2, 2, cells)
+    assert not sd.is_terminal(state) and sd.is_terminal(state, strict=True)
+    assert sd.legal_moves(state) and all((r, c) != (0, 0) for r, c, _ in sd.legal_moves(state))
 
 
 def test_apply_rejects_filled_cells_and_conflicts():
@@ -93,7 +114,7 @@ def test_solve_check_solution_terminal_and_win():
     other = next(s for s in sd.solve(_instance([0] * 16), limit=300) if s != solution)
     assert not sd.check_solution(instance, other)  # A valid board that ignores the givens.
     dead = sd.initial_state(_instance(DEAD_4X4))
-    assert sd.is_terminal(dead) and not sd.is_solved(dead) and sd.solve(dead) == []
+    assert sd.is_terminal(dead, strict=True) and not sd.is_solved(dead) and sd.solve(dead) == []
     assert sd.count_solutions(_instance([0] * 16), limit=10) == 10
 
 
@@ -160,4 +181,4 @@ def test_states_are_hashable_and_described():
     assert len({state, sd.SudokuState(*state.shape, list(state.cells))}) == 1
     text = sd.describe_state(state)
     assert text.count(".") == state.cells.count(0) and len(text.splitlines()) == 5
-    assert sd.describe_move((0, 2, 3)) == "put 3 in row 1, column 3"
+    assert sd.describe_move((0, 2, 3)) == "Place 3 at cell (0, 2)"  # 0-based, as in the paper's prompts

@@ -53,9 +53,9 @@ def test_killed_search_resumes_without_losing_or_repeating_nodes(name, tmp_path)
 
     assert result.solved == full_result.solved
     assert [n.state for n in resumed.tree.nodes] == [n.state for n in full.tree.nodes]
-    for node in resumed.tree.nodes:  # No child proposed twice under one parent.
+    for node in resumed.tree.nodes:  # Every child exactly once under its parent, in the problem's order.
         states = [resumed.tree[c].state for c in node.children]
-        assert len(states) == len(set(states))
+        assert states in ([], [node.state + 1, node.state * 2, node.state + 3])
     with open(path) as f:
         ids = [json.loads(line)["id"] for line in f if '"event":"node"' in line]
     assert ids == list(range(len(ids)))

@@ -17,8 +17,9 @@ class ReachTarget(Problem):
         self.expansions += 1
         return [state + 1, state * 2, state + 3]
 
-    async def evaluate(self, parent, states):
-        return [max(0.0, 1.0 - abs(self.target - s) / self.target) if s <= self.target else 0.0 for s in states]
+    async def child_values(self, path, children):
+        return {i: max(0.0, 1.0 - abs(self.target - s) / self.target) if s <= self.target else 0.0
+                for i, s in children.items()}
 
     def is_terminal(self, state):
         return state >= self.target
@@ -26,6 +27,6 @@ class ReachTarget(Problem):
     def is_solution(self, state):
         return state == self.target
 
-    async def should_explore(self, path, frontier_best):
+    async def should_explore(self, path, children):
         self.decisions += 1
         return bool(self.explore_every) and self.decisions % self.explore_every == 0
