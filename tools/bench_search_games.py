@@ -46,7 +46,8 @@ def run(games: int, calls: int, in_flight: int, delay_s: float) -> dict[str, flo
     with LocalOpenAIServer(responder=search_responder(), delay_s=delay_s) as server, \
             tempfile.TemporaryDirectory() as tmp:
         config = LLMConfig(model="openai/scripted", api_base=server.base_url, api_key_env="BENCH_LLM_KEY",
-                           max_in_flight=in_flight, timeout_s=30.0)
+                           max_in_flight=in_flight, timeout_s=30.0, input_usd_per_mtok=0.0,
+                           output_usd_per_mtok=0.0)  # The scripted model has no price to look up.
         gateway = Gateway(config)  # No cache: every call goes over HTTP.
 
         async def play(i, instance):

@@ -158,7 +158,9 @@ def run(
         stats = getattr(scorer_, "stats", None)
         return {"task": task, "policy": policy, "game": index, "solved": result.solved,
                 "stop_reason": result.stop_reason, "tokens": result.tokens, "nodes": result.nodes,
-                "steps": result.steps, "seconds": round(result.seconds, 4), "scorer": label,
+                "steps": result.steps, "seconds": round(result.seconds, 4),
+                "search_seconds": round(result.seconds - result.query_seconds, 4),
+                "scorer_seconds": round(result.query_seconds, 4), "scorer": label,
                 "queries": stats.queries if stats else scorer_.queries,
                 "model_calls": stats.calls if stats else 0, "parse_retries": stats.retries if stats else 0,
                 "fallbacks": stats.fallbacks if stats else 0, "backtracks": getattr(search, "backtracks", None),

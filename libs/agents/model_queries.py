@@ -65,17 +65,20 @@ class ModelScorer:
         for attempt in range(self.max_attempts):
             messages = prompt.messages()
             text = await self._call(messages, attempt)
-            try:
-                if text is not None and not _has_box(text):
-                    self.stats.retries += 1
-                    messages = [*messages, {"role": "assistant", "content": text},
-                                {"role": "user", "content": prompts.TRY_AGAIN}]
-                    text = await self._call(messages, attempt)
-                if text is not None:
+            for turn in range(2):
+                if text is None:
+                    break
+                try:
                     return answers.parse_answer(kind, game_name, text, keys)
-            except answers.ParseError as e:
-                logging.log_every_n(logging.WARNING, "unusable %s answer (attempt %d/%d): %s", 20, kind,
-                                    attempt + 1, self.max_attempts, e)
+                except answers.ParseError as e:
+                    if turn or _has_box(text):  # A boxed answer that cannot be used ends the attempt.
+                        logging.log_every_n(logging.WARNING, "unusable %s answer (attempt %d/%d): %s", 20, kind,
+                                            attempt + 1, self.max_attempts, e)
+                        break
+                self.stats.retries += 1  # No boxed answer at all: one corrective turn.
+                messages = [*messages, {"role": "assistant", "content": text},
+                            {"role": "user", "content": prompts.TRY_AGAIN}]
+                text = await self._call(messages, attempt)
             if attempt + 1 < self.max_attempts:
                 self.stats.retries += 1
         self.stats.fallbacks += 1

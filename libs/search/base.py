@@ -49,7 +49,8 @@ class SearchResult:
     stop_reason: str  # "solved" | "nodes" | "tokens" | "time" | "exhausted"
     nodes: int
     tokens: int
-    seconds: float  # this search's own time: its bookkeeping plus its scorer queries, over all sessions
+    seconds: float  # this search's own time (its steps), over all sessions: ...
+    query_seconds: float  # ... of which awaiting scorer queries (the rest is the policy's own work)
     steps: int
     best: Node | None
     solution: Node | None
@@ -73,6 +74,7 @@ class Search(abc.ABC):
         self.steps = 0
         self.won: Node | None = None
         self.active_s = 0.0  # time spent in steps, over all sessions of this search
+        self.query_s = 0.0  # of which awaiting scorer queries
         self._start = time.perf_counter()
         if not self.tree.nodes:
             root = problem.root()
@@ -97,6 +99,7 @@ class Search(abc.ABC):
     def restore(self, state: dict[str, Any]) -> None:
         self.steps = state.get("steps", 0)
         self.active_s = state.get("active_s", 0.0)
+        self.query_s = state.get("query_s", 0.0)
 
     def on_node(self, node: Node) -> None:
         """Called for every node, new or replayed, and again when its value or expansion changes."""
@@ -113,12 +116,13 @@ class Search(abc.ABC):
                 more, reason = True, "tokens"
             self.active_s += time.perf_counter() - t0
             self.steps += 1
-            self.tree.save_policy_state({**self.policy_state(), "active_s": self.active_s,
+            self.tree.save_policy_state({**self.policy_state(), "active_s": self.active_s, "query_s": self.query_s,
                                          "won": self.won.id if self.won else None}, self.seconds())
             reason = ("solved" if self.won else reason) or self._stop_reason() or (None if more else "exhausted")
         self.tree.journal.close()
         return SearchResult(solved=self.won is not None, stop_reason=reason, nodes=len(self.tree),
-                            tokens=self.problem.tokens_used(), seconds=self.active_s, steps=self.steps,
+                            tokens=self.problem.tokens_used(), seconds=self.active_s, query_seconds=self.query_s,
+                            steps=self.steps,
                             best=self.tree.best(), solution=self.won)
 
     def seconds(self) -> float:
@@ -148,8 +152,10 @@ class Search(abc.ABC):
     # --- tree growth and scorer queries ----------------------------------------------
 
     async def ask(self, query: Awaitable[T]) -> T:
-        """Awaits one scorer query, then stops the search if it used up the token budget."""
+        """Awaits one scorer query (timed), then stops the search if it used up the token budget."""
+        t0 = time.perf_counter()
         answer = await query
+        self.query_s += time.perf_counter() - t0
         if self.budget.max_tokens and self.problem.tokens_used() >= self.budget.max_tokens:
             raise _TokensSpent()
         return answer

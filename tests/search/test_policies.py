@@ -37,7 +37,7 @@ def test_lfs_explores_when_the_model_says_so():
     assert result.solved and search.backtracks > 0 and problem.decisions > 0
 
 
-@pytest.mark.parametrize("name", ["lfs", "bestfs", "mcts_uct", "greedy", "evolutionary", "tot_bfs"])
+@pytest.mark.parametrize("name", ["lfs", "bestfs", "mcts_uct", "mcts_puct", "greedy", "evolutionary", "tot_bfs"])
 def test_killed_search_resumes_without_losing_or_repeating_nodes(name, tmp_path):
     full = POLICIES[name](ReachTarget(90), journal_path=str(tmp_path / "full.jsonl"))
     full_result = asyncio.run(full.run())

@@ -61,3 +61,15 @@ def test_record_ladder_two_records(tmp_path):
     raw = json.loads((tmp_path / "docs" / "ladder.json").read_text())
     assert [r["record"] for r in raw["runs"]] == ["gpt2_124m", "record_02"]
     assert all(r["val_step"] == 5 and r["train_time_s"] >= 0 for r in raw["runs"])
+
+
+def test_lfs_standin_grades_two_levels(tmp_path):
+    out = tmp_path / "docs" / "grades.md"
+    _run(["tools.lfs_standin_grades", f"--out={out}", f"--workdir={tmp_path / 'runs'}", "--num_games=2",
+          "--levels=exact,weak"], timeout=300)
+    text = out.read_text()
+    assert "stand-in, not a model" in text and "| exact | 0.0 | 100.0% | 100.0% |" in text
+    rows = re.findall(r"^\| (countdown\d|sudoku\dx\d) \| (\w+) \| (\d+) \((\d+)k\) \| (\d+) \((\d+)k\) \|$", text, re.M)
+    assert len(rows) == 20 and {r[1] for r in rows} == {"lfs", "bestfs", "tot_bfs", "mcts"}
+    assert (tmp_path / "docs" / "grades.png").stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exact", "weak"]
