@@ -173,7 +173,8 @@ class Search(abc.ABC):
             return [self.tree[c] for c in node.children]
         if not node.terminal:
             states = await self.problem.expand(node.state)
-            for state in states[len(node.children):]:  # After a resume, only the children not journaled yet.
+            made = sum(1 for c in node.children if self.tree[c].parent == node.id)  # journaled before a kill
+            for state in states[made:]:
                 self.add_child(node, state)
         if score and node.children:
             await self.score_children(node)
