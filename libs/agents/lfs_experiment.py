@@ -4,7 +4,9 @@ Each (task, policy, game) is one search. Instances come from this codebase's gen
 from a file (`instances_file`: the paper's own Countdown JSON and Sudoku pickles, or our JSONL; see
 `libs.envs.instances`). Games run concurrently (`games_in_parallel`); each game journals its tree,
 and finished games are appended to `games.jsonl`, so a rerun in the same workdir skips them and
-resumes the unfinished ones. The run ends with `summary.md` (win rates with Wilson intervals, tokens,
+resumes the others. A game whose model calls still fail after the gateway's retries is recorded
+as unfinished, with the reason, and the run goes on (a rerun plays it again). SIGTERM / Ctrl-C stop
+every game at its next step, journals complete, and end the run with status "interrupted". The run ends with `summary.md` (win rates with Wilson intervals, tokens,
 nodes and seconds per game, AUP) and `profiles.png`.
 
 The defaults follow the paper's code. The switches under "departures from the paper" restore this
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -29,7 +30,8 @@ from libs.agents.model_queries import ModelScorer
 from libs.envs import countdown, instances, sudoku
 from libs.search import best_first, evolutionary, greedy, lfs, mcts, tot_bfs
 from libs.search.base import Budget, Search
-from libs.train.launch import ConfigError, UserError
+from libs.train import rundir
+from libs.train.errors import ConfigError, UserError
 from libs.train.metrics import format_duration
 
 # name -> (game, generator arguments); the paper's tasks.
@@ -129,10 +131,10 @@ def run(
     departures = [name for name in DEPARTURES if switches[name]]
     task_games = _load_tasks(tasks, instances_file, sudoku_box_shape, num_games, seed)
     os.makedirs(workdir, exist_ok=True)
-    gateway, errors = _gateway(workdir) if scorer == "llm" else (None, {})
+    gateway, errors = _gateway(workdir) if scorer == "llm" else (None, {"budget": (), "call": ()})
     label = gateway.config.model if gateway else standin.label(standin_level)
     games_path = os.path.join(workdir, "games.jsonl")
-    done = {(r["task"], r["policy"], r["game"]) for r in report.read_games(games_path)}
+    done = {(r["task"], r["policy"], r["game"]) for r in report.read_games(games_path) if r.get("finished", True)}
     jobs = [(t, p, i, g) for t, games in task_games.items() for i, g in enumerate(games) for p in policies
             if (t, p, i) not in done]
     logging.info("%d games to play (%d already done); scorer: %s%s", len(jobs), len(done), label,
@@ -144,7 +146,7 @@ def run(
         else:
             game = puzzles.SudokuGame(instance, strict_dead_ends=strict_sudoku_dead_ends)
         if gateway:
-            scorer_ = ModelScorer(gateway, label, call_errors=errors["call"])
+            scorer_ = ModelScorer(gateway, label)
         else:  # One noise draw per (seed, task, game): every policy meets the same stand-in "model".
             game_seed = int(hashlib.sha256(f"{seed}/{task}/{index}".encode()).hexdigest()[:12], 16)
             scorer_ = standin.StandInScorer(standin_level, seed=game_seed)
@@ -154,9 +156,18 @@ def run(
         budget = Budget(max_nodes=max_nodes_per_game, max_tokens=cap, max_seconds=max_seconds_per_game)
         search: Search = POLICIES[policy](problem, settings, budget=budget, journal_path=journal,
                                           win_on_generation=win_on_generation)
-        result = await search.run()
+        search.should_stop = rundir.stop_requested
+        try:
+            result = await search.run()
+        except errors["call"] as e:  # pylint: disable=catching-non-exception
+            if isinstance(e, UserError):
+                raise
+            return {"task": task, "policy": policy, "game": index, "finished": False, "scorer": label,
+                    "tokens": problem.tokens_used(), "reason": str(e).splitlines()[0][:300]}
+        if result.stop_reason == "interrupted":
+            return None
         stats = getattr(scorer_, "stats", None)
-        return {"task": task, "policy": policy, "game": index, "solved": result.solved,
+        return {"task": task, "policy": policy, "game": index, "finished": True, "solved": result.solved,
                 "stop_reason": result.stop_reason, "tokens": result.tokens, "nodes": result.nodes,
                 "steps": result.steps, "seconds": round(result.seconds, 4),
                 "search_seconds": round(result.seconds - result.query_seconds, 4),
@@ -167,7 +178,7 @@ def run(
                 "departures": departures,
                 "solution": problem.encode(result.solution.state) if result.solution else None}
 
-    status = asyncio.run(_play_all(jobs, play, games_in_parallel, games_path, errors.get("budget", ())))
+    status = asyncio.run(_play_all(jobs, play, games_in_parallel, games_path, errors["budget"]))
     if gateway:
         gateway.write_usage(os.path.join(workdir, "llm_usage.jsonl"))
         gateway.close()
@@ -195,20 +206,22 @@ def _gateway(workdir: str):
     """The run's gateway and the errors it raises: {"budget": run budget spent, "call": a call failed}."""
     from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel (litellm is slow to import)
 
-    gateway = llm.Gateway(llm.LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite"))
+    gateway = llm.Gateway(llm.LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite"),
+                          ledger_path=os.path.join(workdir, "llm_ledger.jsonl"))  # budgets count every launch
     return gateway, {"budget": llm.BudgetExceeded, "call": (llm.LLMError,)}
 
 
 async def _play_all(jobs, play, parallel: int, games_path: str, budget_error) -> str:
-    """Plays jobs `parallel` at a time, appending each finished game; stops cleanly on a spent budget."""
+    """Plays jobs `parallel` at a time, appending each game's record; stops cleanly on a spent budget or
+    a stop request (SIGTERM / Ctrl-C). Returns "complete", "budget" or "interrupted"."""
     semaphore = asyncio.Semaphore(parallel)
-    start, finished, wins = time.perf_counter(), 0, 0
+    start, finished, wins, unfinished = time.perf_counter(), 0, 0, 0
     stop = asyncio.Event()
 
     async def one(job):
-        nonlocal finished, wins
+        nonlocal finished, wins, unfinished
         async with semaphore:
-            if stop.is_set():
+            if stop.is_set() or rundir.stop_requested():
                 return
             try:
                 record = await play(*job)
@@ -216,16 +229,24 @@ async def _play_all(jobs, play, parallel: int, games_path: str, budget_error) ->
                 logging.warning("LLM budget spent (%s); stopping after the games in flight", e)
                 stop.set()
                 return
-            with open(games_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if record is None:  # Interrupted: its journal holds it; a rerun resumes it.
+                return
+            rundir.append_jsonl(games_path, record)
+            if not record["finished"]:
+                unfinished += 1
+                logging.warning("game %s %s #%d unfinished: %s", record["task"], record["policy"], record["game"],
+                                record["reason"])
+                return
             finished += 1
             wins += record["solved"]
             elapsed = time.perf_counter() - start
-            eta = elapsed / finished * (len(jobs) - finished)
+            eta = elapsed / finished * (len(jobs) - finished - unfinished)
             logging.info("games %d/%d | win rate %.0f%% | last: %s %s #%d %s, %d tokens, %.2f s | %s elapsed | "
                          "ETA %s", finished, len(jobs), 100 * wins / finished, record["task"], record["policy"],
                          record["game"], "won" if record["solved"] else "lost", record["tokens"], record["seconds"],
                          format_duration(elapsed), format_duration(eta))
 
     await asyncio.gather(*(one(job) for job in jobs))
+    if rundir.stop_requested():
+        return "interrupted"
     return "budget" if stop.is_set() else "complete"

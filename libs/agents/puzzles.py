@@ -129,6 +129,7 @@ class PuzzleProblem(Problem):
 
     def __init__(self, game: Game, scorer: Scorer, known_terminal_values: bool = False):
         self.game, self.scorer, self.known_terminal_values = game, scorer, known_terminal_values
+        self.earlier_tokens = 0  # spent by earlier sessions of this game (before a kill)
 
     def root(self):
         return self.game.root()
@@ -152,7 +153,10 @@ class PuzzleProblem(Problem):
         return self.game.key(state)
 
     def tokens_used(self) -> int:
-        return self.scorer.tokens
+        return self.earlier_tokens + self.scorer.tokens
+
+    def restore_tokens(self, tokens: int) -> None:
+        self.earlier_tokens = int(tokens) - self.scorer.tokens
 
     async def _ask(self, kind: str, path: Sequence, children: Mapping[int, Any]) -> Any:
         return await self.scorer.answer(kind, self.game, self.game.prompt(kind, path, children), path, children)

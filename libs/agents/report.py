@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from typing import Any
 
 from libs.evals import profiles, stats
+from libs.train import rundir
 
 
 def read_games(path: str) -> list[dict[str, Any]]:
-    """Finished-game records; a line cut short by a kill is ignored."""
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    """Game records (finished and unfinished); a line cut short by a kill is skipped, a corrupt one is an error."""
+    return rundir.read_jsonl(path)
 
 
 def cell_table(games: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -59,8 +50,12 @@ def aup_table(table, tasks: list[str], policies: list[str], convention: str = "p
 def write_summary(workdir: str, tasks: list[str], policies: list[str], scorer_label: str, aup: str = "paper",
                   departures: list[str] = ()) -> dict[str, Any]:
     """Writes summary.md and profiles.png from games.jsonl; returns the table as a dict."""
-    games = [g for g in read_games(os.path.join(workdir, "games.jsonl"))
-             if g["task"] in tasks and g["policy"] in policies]
+    records = [g for g in read_games(os.path.join(workdir, "games.jsonl"))
+               if g["task"] in tasks and g["policy"] in policies]
+    finished = {(g["task"], g["policy"], g["game"]) for g in records if g.get("finished", True)}
+    games = [g for g in records if g.get("finished", True)]
+    unfinished = {(g["task"], g["policy"], g["game"]): g["reason"] for g in records
+                  if not g.get("finished", True) and (g["task"], g["policy"], g["game"]) not in finished}
     table = cell_table(games)
     lines = [f"# Search experiment: {', '.join(tasks)}", "",
              f"Scorer: **{scorer_label}**. Win rate with its Wilson 95% interval; tokens, search nodes and "
@@ -68,6 +63,8 @@ def write_summary(workdir: str, tasks: list[str], policies: list[str], scorer_la
              "(scorer s; a stand-in's heuristic caches are shared, so the first game to meet a state pays "
              "for it; with a model, waiting for a free call slot counts too).", "",
              f"Departures from the paper: {', '.join(departures) if departures else 'none'}.", "",
+             *([f"Unfinished games (model calls failed after retries; a rerun plays them again): {len(unfinished)}, "
+                f"e.g. {next(iter(unfinished.values()))}", ""] if unfinished else []),
              "| task | policy | games | win rate | 95% CI | tokens/game | nodes/game | search s/game | "
              "scorer s/game |", "|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
@@ -77,7 +74,8 @@ def write_summary(workdir: str, tasks: list[str], policies: list[str], scorer_la
                 lines.append(f"| {task} | {policy} | {c['n']} | {100 * c['win_rate']:.1f}% | [{100 * c['low']:.1f}, "
                              f"{100 * c['high']:.1f}] | {c['tokens']:,.0f} | {c['nodes']:,.0f} | {c['search_seconds']:.3f} | "
                              f"{c['scorer_seconds']:.3f} |")
-    result: dict[str, Any] = {"table": {p: dict(t) for p, t in table.items()}, "games": len(games)}
+    result: dict[str, Any] = {"table": {p: dict(t) for p, t in table.items()}, "games": len(games),
+                              "unfinished": len(unfinished)}
     if len(policies) > 1 and games:
         aups, profs, taus = aup_table(table, tasks, policies, aup)
         result["aup"] = aups

@@ -4,6 +4,9 @@ A request's key is the sha256 of its canonical JSON (model, api_base, messages, 
 extra litellm kwargs; sorted keys). API keys are never part of a request, a key or a row. One connection
 per `ResponseCache`, guarded by a lock, serves concurrent asyncio tasks (and threads) of a process; sqlite's
 file locking (WAL, busy timeout) serves several processes sharing one file.
+
+A reply without text is never stored, and never served: a row with empty text (written before that rule)
+reads as a miss and is replaced by the next reply stored under its key.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sqlite3
 import threading
 import time
 from typing import Any
+
+from libs.train.errors import UserError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -30,12 +35,12 @@ CREATE TABLE IF NOT EXISTS replies (
 """
 
 
-class CacheError(RuntimeError):
-    """The cache file cannot be opened, read or written."""
+class CacheError(UserError, RuntimeError):
+    """The cache file cannot be opened, read or written: a UserError (one line; the message names the file)."""
 
 
-class CacheMiss(RuntimeError):
-    """replay_only is set and the request is not in the cache."""
+class CacheMiss(UserError, RuntimeError):
+    """replay_only is set and the request is not in the cache: a UserError (one line)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,27 +87,33 @@ class ResponseCache:
                                "FROM replies LIMIT 1").fetchall()
         except sqlite3.Error as e:
             self._conn.close()
-            raise CacheError(f"LLM cache {self.path} is unreadable (corrupt or not a cache file?): {e}") from None
+            raise CacheError(f"LLM cache {self.path} is unreadable (corrupt or not a cache file?): {e}; move it "
+                             "away or delete it to start an empty cache") from None
 
     def get(self, key: str) -> CachedReply | None:
-        """The stored reply for `key`, or None."""
+        """The stored reply for `key`, or None (also for a stored reply without text)."""
         try:
             with self._lock:
                 row = self._conn.execute(
                     "SELECT text, prompt_tokens, completion_tokens, cost_usd, model, created "
-                    "FROM replies WHERE key = ?", (key,)).fetchone()
+                    "FROM replies WHERE key = ? AND text != ''", (key,)).fetchone()
         except sqlite3.Error as e:
             raise CacheError(f"cannot read LLM cache {self.path}: {e}") from None
         return None if row is None else CachedReply(*row)
 
     def put(self, key: str, reply: CachedReply) -> None:
-        """Stores `reply` under `key` (the first stored reply for a key wins)."""
+        """Stores `reply` under `key` (the first stored reply with text wins). An empty text is refused."""
+        if not isinstance(reply.text, str) or not reply.text:
+            raise ValueError("refusing to cache a reply without text")
+        row = (key, reply.model, reply.text, int(reply.prompt_tokens), int(reply.completion_tokens),
+               float(reply.cost_usd), float(reply.created or time.time()))
         try:
             with self._lock:
                 self._conn.execute(
-                    "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (key, reply.model, reply.text, int(reply.prompt_tokens), int(reply.completion_tokens),
-                     float(reply.cost_usd), float(reply.created or time.time())))
+                    "INSERT INTO replies VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "model = excluded.model, text = excluded.text, prompt_tokens = excluded.prompt_tokens, "
+                    "completion_tokens = excluded.completion_tokens, cost_usd = excluded.cost_usd, "
+                    "created = excluded.created WHERE replies.text = ''", row)
         except sqlite3.Error as e:
             raise CacheError(f"cannot write LLM cache {self.path}: {e}") from None
 

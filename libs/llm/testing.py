@@ -33,7 +33,8 @@ class Fault:
       delay_s: seconds to wait before answering (a slow reply); None uses the server's default delay.
       text: the reply content when status is 200.
       malformed_body: answer 200 with a body that is not JSON.
-      content: replaces `choices[0].message.content` verbatim (None, a number, ...); unset uses `text`.
+      content: replaces `choices[0].message.content` verbatim (None, "", a number, ...); unset uses `text`.
+      no_choices: answer 200 with `"choices": []` (and usage for the prompt).
       message: the error message for a non-200 status.
     """
 
@@ -43,6 +44,7 @@ class Fault:
     text: str = ""
     malformed_body: bool = False
     content: Any = _TEXT
+    no_choices: bool = False
     message: str = ""
 
     @classmethod
@@ -60,6 +62,14 @@ class Fault:
     @classmethod
     def null_content(cls) -> Fault:
         return cls(content=None)
+
+    @classmethod
+    def empty_content(cls) -> Fault:
+        return cls(content="")
+
+    @classmethod
+    def empty_choices(cls) -> Fault:
+        return cls(no_choices=True)
 
 
 Responder = Callable[[dict], "str | Fault"]
@@ -92,6 +102,10 @@ class LocalOpenAIServer:
     Each request takes the next item of `script` (a str reply or a Fault) while any remain, then asks
     `responder(request_json)`. Requests are handled on their own threads, so slow replies overlap.
 
+    Like a real server, it can check the request first (recorded either way; no script item is used):
+    `api_key` set: a request without "Authorization: Bearer <api_key>" gets a 401; `models` set: a request
+    for a model not in it gets a 404 "model does not exist".
+
     Attributes:
       base_url: "http://127.0.0.1:PORT/v1", for `api_base`.
       requests: recorded requests, each {"path", "headers" (lower-case names), "json"} (None if not JSON).
@@ -99,10 +113,13 @@ class LocalOpenAIServer:
     """
 
     def __init__(self, responder: Responder | None = None, script: Iterable[str | Fault] = (),
-                 delay_s: float = 0.0, model: str | None = None):
+                 delay_s: float = 0.0, model: str | None = None, api_key: str | None = None,
+                 models: Iterable[str] | None = None):
         self.responder = responder or echo_responder
         self.delay_s = delay_s
         self.model = model
+        self.api_key = api_key
+        self.models = None if models is None else set(models)
         self.requests: list[dict] = []
         self.max_concurrent = 0
         self._script: collections.deque = collections.deque(script)
@@ -201,6 +218,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(404 if body is not None else 400,
                                 _error(f"no route for {self.path}" if body is not None else "body is not JSON"))
                 return
+            if double.api_key is not None and self.headers.get("Authorization") != f"Bearer {double.api_key}":
+                self._send_json(401, _error("Incorrect API key provided", 401))
+                return
+            if double.models is not None and body.get("model") not in double.models:
+                self._send_json(404, _error(f"The model `{body.get('model')}` does not exist", 404))
+                return
             try:
                 reply = double._next_reply(body)
             except Exception as e:  # pylint: disable=broad-except  (a broken responder is a 500, not a hang-up)
@@ -215,6 +238,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                                      fault.status), headers)
             elif fault.malformed_body:
                 self._send(200, b"<html>this is not JSON", "text/html", headers)
+            elif fault.no_choices:
+                payload = self._completion(body, None)  # No completion tokens.
+                payload["choices"] = []
+                self._send_json(200, payload, headers)
             else:
                 content = fault.text if fault.content is _TEXT else fault.content
                 self._send_json(200, self._completion(body, content), headers)
@@ -252,6 +279,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def _error(message: str, status: int = 400) -> dict:
-    kinds = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_exceeded"}
+    kinds = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+             404: "invalid_request_error", 429: "rate_limit_exceeded"}
     return {"error": {"message": message, "type": kinds.get(status, "server_error"), "param": None,
                       "code": str(status)}}

@@ -46,7 +46,7 @@ class Budget:
 @dataclasses.dataclass
 class SearchResult:
     solved: bool
-    stop_reason: str  # "solved" | "nodes" | "tokens" | "time" | "exhausted"
+    stop_reason: str  # "solved" | "nodes" | "tokens" | "time" | "exhausted" | "interrupted"
     nodes: int
     tokens: int
     seconds: float  # this search's own time (its steps), over all sessions: ...
@@ -61,9 +61,14 @@ class _TokensSpent(Exception):
 
 
 class Search(abc.ABC):
-    """Shared machinery of all policies."""
+    """Shared machinery of all policies.
+
+    `should_stop` (e.g. `libs.train.rundir.stop_requested`) is checked between steps: when it turns
+    true the search returns with stop reason "interrupted", its journal complete up to that step.
+    """
 
     name = "search"
+    should_stop: Callable[[], bool] | None = None
 
     def __init__(self, problem: Problem, budget: Budget | None = None, journal_path: str | None = None,
                  win_on_generation: bool = False):
@@ -83,6 +88,7 @@ class Search(abc.ABC):
             self.restore(self.tree.policy_state)
             won = self.tree.policy_state.get("won")
             self.won = self.tree[won] if won is not None else None
+            problem.restore_tokens(self.tree.policy_state.get("tokens", 0))  # spent before a kill
         for node in self.tree.nodes:
             self.on_node(node)
 
@@ -117,8 +123,11 @@ class Search(abc.ABC):
             self.active_s += time.perf_counter() - t0
             self.steps += 1
             self.tree.save_policy_state({**self.policy_state(), "active_s": self.active_s, "query_s": self.query_s,
-                                         "won": self.won.id if self.won else None}, self.seconds())
+                                         "won": self.won.id if self.won else None,
+                                         "tokens": self.problem.tokens_used()}, self.seconds())
             reason = ("solved" if self.won else reason) or self._stop_reason() or (None if more else "exhausted")
+            if reason is None and self.should_stop is not None and self.should_stop():
+                reason = "interrupted"
         self.tree.journal.close()
         return SearchResult(solved=self.won is not None, stop_reason=reason, nodes=len(self.tree),
                             tokens=self.problem.tokens_used(), seconds=self.active_s, query_seconds=self.query_s,

@@ -77,3 +77,7 @@ class Problem(abc.ABC):
     def tokens_used(self) -> int:
         """Scorer tokens spent on this problem so far (estimated ones for a stand-in scorer)."""
         return 0
+
+    def restore_tokens(self, tokens: int) -> None:
+        """Tokens an earlier session of this search spent (read back from its journal after a kill)."""
+        del tokens

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from libs.train.errors import UserError
+
 NODE_FIELDS = ("value", "prior", "visits", "total_value", "expanded", "terminal", "solved", "buggy", "meta")
 
 
@@ -51,17 +53,24 @@ class Journal:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
     def read(self) -> list[dict[str, Any]]:
-        """Events written so far; a last line cut short by a kill is dropped (and truncated away)."""
+        """Events written so far. A last line cut short by a kill is dropped (and truncated away); a
+        corrupt line before the end is an error naming the file and line (replaying past it would lose
+        every valid event after it)."""
         if not self.path or not os.path.exists(self.path):
             return []
-        events, good_bytes = [], 0
         with open(self.path, "rb") as f:
-            for raw in f:
+            lines = f.read().split(b"\n")
+        events, good_bytes = [], 0
+        for number, raw in enumerate(lines, start=1):
+            if raw.strip():
                 try:
                     events.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    break
-                good_bytes += len(raw)
+                except ValueError:
+                    if number == len(lines):  # No newline after it: the write was cut short.
+                        break
+                    raise UserError(f"{self.path}: line {number} is corrupt (not JSON); remove the file to "
+                                    "replay this search from scratch") from None
+            good_bytes += len(raw) + (number < len(lines))
         if good_bytes < os.path.getsize(self.path):
             with open(self.path, "r+b") as f:
                 f.truncate(good_bytes)

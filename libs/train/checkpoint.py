@@ -3,7 +3,10 @@
 A checkpoint holds the whole train state (params, optimizer state, step, RNG)
 plus a small JSON record (data position, tokens seen, wall time so far).
 Orbax writes each step into a temporary folder and renames it when complete,
-so a process killed mid-save leaves the previous checkpoints intact.
+so a process killed mid-save leaves the previous checkpoints intact. A latest
+checkpoint that does not restore (a truncated array file, a missing state, an
+empty step folder) is named and skipped for the newest one that does; a failed
+asynchronous save stops the run with a clear error at the next save or at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 import gin
 import orbax.checkpoint as ocp
 from absl import logging
+
+from libs.train.errors import UserError
 
 
 @gin.configurable
@@ -34,7 +39,19 @@ class Checkpointer:
     def should_save(self, step: int) -> bool:
         return self.every_steps > 0 and step % self.every_steps == 0
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def check_for_errors(self) -> None:
+        """Raises UserError if an earlier asynchronous save failed (disk full, permissions, ...)."""
+        try:
+            self._manager.check_for_errors()
+        except Exception as e:  # orbax re-raises whatever the background save hit
+            raise UserError(f"saving a checkpoint to {self.directory} failed: {_first_line(e)}; the last "
+                            f"complete checkpoint is step {self.latest_step()}") from None
+
     def save(self, step: int, state: Any, meta: dict[str, Any], force: bool = False) -> None:
+        self.check_for_errors()
         if step in self._manager.all_steps():
             return
         self._manager.save(
@@ -54,10 +71,43 @@ class Checkpointer:
         )
         return restored["state"], dict(restored["meta"] or {})
 
+    def restore_latest(self, abstract_state: Any, on_error: Any = None) -> tuple[int, Any, dict[str, Any]] | None:
+        """The newest checkpoint that restores, as (step, state, meta); None when there is none.
+
+        Checkpoints that fail to restore are named in a warning and skipped. `on_error(error)` may raise
+        to stop the search instead (a checkpoint of another config: no older step would fit either).
+        """
+        bad = []
+        for step in reversed(self.all_steps()):
+            try:
+                state, meta = self.restore(step, abstract_state)
+            except Exception as e:  # orbax, tensorstore and json errors all mean "this step is unusable"
+                if on_error is not None:
+                    on_error(e)
+                bad.append(step)
+                logging.warning("checkpoint step %d in %s does not restore (%s); trying an older one", step,
+                                self.directory, _first_line(e))
+                continue
+            if bad:
+                logging.warning("resuming from step %d; corrupt checkpoint steps skipped: %s", step, bad)
+            return step, state, meta
+        if bad:
+            raise UserError(f"no checkpoint in {self.directory} restores (corrupt steps: {bad}); move them away "
+                            "to start over")
+        return None
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
+        self.check_for_errors()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self._manager.wait_until_finished()
+            self.check_for_errors()
+        finally:
+            self._manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip() or type(e).__name__).splitlines()[0]
 

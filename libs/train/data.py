@@ -40,15 +40,28 @@ class TokenStream:
         self.shard_sizes = np.array([shards.read_header(p) for p in self.paths], np.int64)
         self.shard_starts = np.concatenate([[0], np.cumsum(self.shard_sizes)])
         self.total_tokens = int(self.shard_starts[-1])
-        self._memmaps: dict[int, np.ndarray] = {}
+        self._files: dict[int, int] = {}
 
     def __len__(self) -> int:
         return self.total_tokens
 
-    def _shard(self, index: int) -> np.ndarray:
-        if index not in self._memmaps:
-            self._memmaps[index] = shards.load_shard(self.paths[index])
-        return self._memmaps[index]
+    def _read_shard(self, index: int, local: int, take: int) -> np.ndarray:
+        """Tokens [local, local + take) of one shard, read with pread (not a memmap: a file truncated
+        underneath a memmap kills the process with SIGBUS; here it is a clear ShardError)."""
+        if index not in self._files:
+            shards.read_header(self.paths[index])  # Validates the shard before its first use.
+            self._files[index] = os.open(self.paths[index], os.O_RDONLY)
+        nbytes = take * shards.TOKEN_DTYPE.itemsize
+        raw = os.pread(self._files[index], nbytes, shards.HEADER_BYTES + local * shards.TOKEN_DTYPE.itemsize)
+        if len(raw) < nbytes:
+            raise shards.ShardError(f"{self.paths[index]}: the shard was truncated or replaced while in use "
+                                    f"(tokens {local}..{local + take} of {int(self.shard_sizes[index])} unreadable)")
+        return np.frombuffer(raw, dtype=shards.TOKEN_DTYPE)
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
 
     def read(self, offset: int, n: int) -> np.ndarray:
         """Returns a uint16 copy of tokens [offset, offset + n) across shards."""
@@ -64,7 +77,7 @@ class TokenStream:
             local = offset + done - int(self.shard_starts[shard])
             take = min(n - done, int(self.shard_sizes[shard]) - local)
             if take > 0:
-                out[done:done + take] = self._shard(shard)[local:local + take]
+                out[done:done + take] = self._read_shard(shard, local, take)
                 done += take
             shard += 1
         return out
@@ -116,6 +129,9 @@ class Loader:
                 f"for one batch of {global_batch_size} x {seq_len} "
                 f"(needs {self.tokens_per_step + 1})"
             )
+
+    def close(self) -> None:
+        self.stream.close()
 
     def epoch(self, step: int) -> int:
         """Number of full passes over the stream completed before `step`."""

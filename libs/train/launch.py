@@ -1,10 +1,12 @@
-"""One way to start a binary: strict gin parsing, the saved config, one-line errors.
+"""One way to start a binary: strict gin parsing, the run directory, one-line errors.
 
 A binary defines `--gin_file`, `--gin_bindings` and `--workdir` and hands them to
 `run`, which parses gin strictly (unknown configurables, unknown parameters and
-values of the wrong type are errors), writes the effective config to
-`<workdir>/config.gin` and calls the library entry point with the workdir.
-Errors a user can cause end in one line on stderr and exit code 2.
+values of the wrong type are errors), refuses anything key-like in the config
+before any file is written, takes the workdir (`libs.train.rundir`: one process,
+a status record), writes the effective config to `<workdir>/config.gin` and calls
+the library entry point with the workdir. Errors a user can cause end in one line
+on stderr and exit code 2; SIGTERM / Ctrl-C end a run cleanly with 143 / 130.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import inspect
 import logging as std_logging
 import os
+import re
 import sys
+import tokenize
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -20,16 +24,16 @@ from typing import Any
 
 import gin
 
+from libs.train import rundir
+from libs.train.errors import ConfigError, UserError
+
+__all__ = ["ConfigError", "UserError", "parse_config", "run", "save_config"]
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXIT_USER_ERROR = 2
-
-
-class ConfigError(ValueError):
-    """A configuration the user wrote is wrong; the message names the culprit."""
-
-
-class UserError(ValueError):
-    """Bad input a user can fix (data files, paths); reported in one line."""
+# Things that look like credentials: provider key prefixes, bearer tokens, long unbroken secrets.
+_SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|xox[abp]-[0-9A-Za-z-]{10,}|"
+                     r"hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|Bearer\s+\S{16,})")
 
 
 def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
@@ -37,9 +41,10 @@ def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     gin.clear_config()
     gin.add_config_file_search_path(REPO_ROOT)
     for path in gin_files:
-        if not os.path.exists(path) and not os.path.exists(os.path.join(REPO_ROOT, path)):
+        if _resolve(path) is None:
             raise ConfigError(f"gin file not found: {path}")
-    parse_errors = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError)
+        _check_includes(path)
+    parse_errors = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError, tokenize.TokenError)
     try:
         gin.parse_config_files_and_bindings(list(gin_files), [], skip_unknown=False, finalize_config=False)
     except parse_errors as e:
@@ -51,6 +56,31 @@ def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
             raise ConfigError(f"--gin_bindings={binding!r}: {_describe(e)}") from e
     check_types()
     gin.finalize()
+
+
+_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""", re.M)
+
+
+def _resolve(path: str) -> str | None:
+    for candidate in (path, os.path.join(REPO_ROOT, path)):
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _check_includes(path: str, seen: set[str] | None = None) -> None:
+    """Names a missing `include` and the file that asks for it (gin's own error names neither)."""
+    seen = set() if seen is None else seen
+    resolved = _resolve(path)
+    if resolved is None or resolved in seen:
+        return
+    seen.add(resolved)
+    with open(resolved) as f:
+        text = f.read()
+    for included in _INCLUDE.findall(text):
+        if _resolve(included) is None:
+            raise ConfigError(f"{path} includes {included}, which does not exist")
+        _check_includes(included, seen)
 
 
 def check_types() -> None:
@@ -86,6 +116,16 @@ def default_workdir(gin_files: Sequence[str]) -> str:
     return os.path.join(REPO_ROOT, "runs", name)
 
 
+def check_no_secrets() -> None:
+    """Refuses a config that holds something key-like (it would reach config.gin and status.json)."""
+    for line in gin.config_str().splitlines():
+        match = _SECRET.search(line)
+        if match:
+            where = line.split("=", 1)[0].strip() or "a binding"
+            raise ConfigError(f"{where} holds what looks like a secret ({match.group(0)[:4]}...); pass keys "
+                              "through environment variables (e.g. LLMConfig.api_key_env = 'OPENAI_API_KEY')")
+
+
 def run(
     main: Callable[[str], Any],
     gin_files: Sequence[str],
@@ -93,20 +133,52 @@ def run(
     workdir: str | None,
     user_errors: tuple[type[BaseException], ...] = (),
 ) -> Any:
-    """Parses the config, saves it to the workdir and calls `main(workdir)`.
+    """Parses the config, takes the workdir, saves the config and calls `main(workdir)`.
 
     `ConfigError`, `UserError` and `user_errors` end the process with one line on
-    stderr and exit code 2 instead of a traceback.
+    stderr and exit code 2 instead of a traceback. A finished run with the same
+    config is not run again: its result is reported. SIGTERM / SIGINT ask `main`
+    to stop (`rundir.stop_requested()`); the run is then recorded as interrupted
+    and the process exits with 128 + the signal number.
     """
     quiet_library_logs()
+    run_dir = None
     try:
         parse_config(gin_files, gin_bindings)
+        check_no_secrets()
         workdir = workdir or default_workdir(gin_files)
-        save_config(workdir)
-        return main(workdir)
+        run_dir = rundir.RunDir(workdir)
+        with run_dir.lock():
+            return _run_locked(main, run_dir, workdir)
     except (ConfigError, UserError, *user_errors) as e:
         print(f"error: {_first_line(e)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _run_locked(main: Callable[[str], Any], run_dir: rundir.RunDir, workdir: str) -> Any:
+    config = gin.config_str()
+    previous = run_dir.read_status()
+    if previous and previous.get("status") == "finished" and previous.get("config") == config:
+        print(f"already finished ({os.path.join(workdir, rundir.STATUS_FILE)}): {rundir.one_line(previous.get('result'))}",
+              flush=True)
+        return previous.get("result")
+    save_config(workdir)
+    run_dir.write_status("running", config=config)
+    rundir.reset_stop()
+    try:
+        with rundir.stop_on_signals():
+            result = main(workdir)
+    except BaseException as e:
+        run_dir.write_status("failed", config=config, error=_first_line(e))
+        raise
+    if rundir.stop_requested():
+        signum = rundir.stop_signal()
+        run_dir.write_status("interrupted", config=config, result=result)
+        print(f"interrupted: saved; rerun the same command to resume ({rundir.one_line(result)})", file=sys.stderr,
+              flush=True)
+        sys.exit(128 + signum)
+    run_dir.write_status("finished", config=config, result=result)
+    return result
 
 
 class _LibraryInfoFilter(std_logging.Filter):
@@ -131,6 +203,8 @@ def quiet_library_logs() -> None:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, tokenize.TokenError):
+        return "unbalanced brackets or an unterminated value"
     if isinstance(e, SyntaxError):
         where = f"{e.filename}:{e.lineno}" if e.filename else f"line {e.lineno}"
         return f"{e.msg} ({where})"

@@ -7,7 +7,6 @@ step may appear twice, and `read_metrics` keeps the last record.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -15,6 +14,8 @@ from typing import Any
 
 import jax
 from absl import logging
+
+from libs.train import rundir
 
 # Dense bf16 peak FLOP/s per device (datasheet numbers) for MFU; None when unknown.
 PEAK_FLOPS = {
@@ -58,17 +59,17 @@ class MetricWriter:
             os.makedirs(workdir, exist_ok=True)
             from tensorboardX import SummaryWriter  # Imported lazily: it pulls in protobuf.
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
 
     def write(self, step: int, kind: str, scalars: dict[str, Any]) -> None:
         if not self.enabled:
             return
         clean = {k: _to_float(v) for k, v in scalars.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), "kind": kind, **clean}) + "\n")
+        rundir.append_jsonl(self.path, {"step": int(step), "kind": kind, **clean})
         for name, value in clean.items():
             if isinstance(value, float) and math.isfinite(value):
                 self._tb.add_scalar(f"{kind}/{name}", value, int(step))
+        self._tb.flush()  # A kill loses at most what came after the last write.
 
     def close(self) -> None:
         if self._tb is not None:
@@ -88,19 +89,9 @@ def _to_float(v: Any) -> Any:
 def read_metrics(path: str, kind: str | None = None) -> list[dict[str, Any]]:
     """Records of `metrics.jsonl`, last one per (kind, step), sorted by step."""
     latest: dict[tuple[str, int], dict[str, Any]] = {}
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # A line cut short by a kill.
-            if kind is None or rec.get("kind") == kind:
-                latest[(rec.get("kind"), rec["step"])] = rec
+    for rec in rundir.read_jsonl(path):  # A line cut short by a kill is skipped; a corrupt one is an error.
+        if kind is None or rec.get("kind") == kind:
+            latest[(rec.get("kind"), rec["step"])] = rec
     return sorted(latest.values(), key=lambda r: (r["step"], r.get("kind", "")))
 
 

@@ -2,8 +2,12 @@
 
     mesh from config -> abstract state -> shardings -> jit(init) or restore
     -> loop: this process's batch -> jit(step) -> progress / metrics every N
-       -> validation every N -> async checkpoint every N -> stop at target or budget
+       -> validation every N -> async checkpoint every N -> the whole schedule (or stop at the target)
     -> final metrics, loss plot, wait for checkpoints
+
+SIGTERM / Ctrl-C (`rundir.stop_requested()`) save a checkpoint at the current step and end the loop
+with status "interrupted"; a rerun resumes from it. The time to the target is reported both at its
+first crossing and for the full schedule, as the records were timed.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from libs.models import gpt
-from libs.train import checkpoint, corpus, data, metrics, optim, sharding, shards, state
-from libs.train.launch import UserError
+from libs.train import checkpoint, corpus, data, metrics, optim, rundir, sharding, shards, state
+from libs.train.errors import ConfigError, UserError
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,6 +51,7 @@ def train(
     eval_every: int = 250,
     log_every: int = 10,
     target_val_loss: float = 0.0,
+    stop_at_target: bool = False,
     seed: int = 0,
     plot: bool = True,
 ) -> dict[str, Any]:
@@ -64,34 +69,47 @@ def train(
       val_tokens: validation budget in tokens (rounded down to whole batches).
       val_batch_size: sequences per validation batch (0: global_batch_size / microbatches).
       eval_every / log_every: validation and progress-line periods in steps.
-      target_val_loss: stop once validation loss is at or below this (0: never).
+      target_val_loss: record the first validation at or below this (0: none): its step and time.
+      stop_at_target: stop there instead of finishing the schedule (the records' times are full runs).
       seed: parameter-init seed.
       plot: write `loss.png` at the end.
     """
+    for name, value in (("total_steps", total_steps), ("seq_len", seq_len), ("global_batch_size", global_batch_size),
+                        ("microbatches", microbatches), ("log_every", log_every)):
+        if value <= 0:
+            raise ConfigError(f"train.{name}={value}: must be positive")
+    if eval_every < 0 or val_tokens < 0 or val_batch_size < 0:
+        raise ConfigError("train.eval_every, train.val_tokens and train.val_batch_size must be >= 0")
     exp = build(total_steps, seq_len, global_batch_size, microbatches)
     loader, val_batches = _data(train_data, val_data, stdlib_tokenizer, seq_len, global_batch_size,
                                 val_batch_size or global_batch_size // microbatches, val_tokens)
     with exp.context():
         ckpt = checkpoint.Checkpointer(workdir)
-        meta = {"train_time_s": 0.0}
-        start = ckpt.latest_step()
-        if start is None:
-            train_state = exp.init_state(seed)
-            start = 0
+        restored = ckpt.restore_latest(exp.abstract_state(), on_error=_refuse_config_mismatch)
+        if restored is None:
+            train_state, start, meta = exp.init_state(seed), 0, {"train_time_s": 0.0}
         else:
+            start, train_state, meta = restored
             logging.info("resuming from step %d in %s", start, ckpt.directory)
-            try:
-                train_state, meta = ckpt.restore(start, exp.abstract_state())
-            except ValueError as e:
-                raise UserError(
-                    f"the checkpoint at step {start} in {ckpt.directory} does not fit this config's model or "
-                    f"optimizer ({str(e).splitlines()[0]}); use another --workdir"
-                ) from e
         logging.info("model: %.2fM parameters, %.3g FLOPs/token; mesh %s; %s", exp.n_params / 1e6,
                      exp.flops_per_token, dict(exp.mesh.shape), jax.devices()[0].device_kind)
         loop = _Loop(exp, workdir, loader, val_batches, ckpt, total_steps, eval_every, log_every,
-                     target_val_loss, plot)
-        return loop.run(train_state, start, meta)
+                     target_val_loss, stop_at_target, plot)
+        try:
+            return loop.run(train_state, start, meta)
+        except (shards.ShardError, OSError) as e:
+            raise UserError(f"training data failed at run time: {e}; the last good checkpoint is step "
+                            f"{ckpt.latest_step()} in {ckpt.directory}") from e
+        finally:
+            loader.close()
+
+
+def _refuse_config_mismatch(error: Exception) -> None:
+    """Stops at a restore error that says the checkpoint belongs to another model or optimizer config."""
+    text = str(error)
+    if any(word in text for word in ("shape", "Shape", "structure", "tree", "Tree", "dtype")):
+        raise UserError(f"the checkpoint does not fit this config's model or optimizer ({text.splitlines()[0]}); "
+                        "use another --workdir") from None
 
 
 @dataclasses.dataclass
@@ -183,6 +201,7 @@ class _Loop:
     eval_every: int
     log_every: int
     target: float
+    stop_at_target: bool
     plot: bool
 
     def __post_init__(self):
@@ -205,7 +224,8 @@ class _Loop:
     def run(self, train_state, step: int, meta: dict[str, Any]) -> dict[str, Any]:
         train_time = float(meta.get("train_time_s", 0.0))
         tokens_per_step = self.loader.tokens_per_step
-        status, val_loss, reached_at, last = "budget", float("nan"), None, {}
+        crossing = dict(meta.get("target") or {})  # the first validation at or below the target
+        status, val_loss, last = "complete", float(meta.get("val_loss", float("nan"))), {}
         logging.info("training from step %d to %d, %d tokens/step", step, self.total_steps, tokens_per_step)
         try:
             if step == 0 and self.eval_every > 0:  # The untrained baseline anchors the curve.
@@ -214,6 +234,13 @@ class _Loop:
                 self.writer.write(0, "val", {"loss": val_loss, "train_time_s": 0.0, "tokens_seen": 0})
             clock = None
             while step < self.total_steps:
+                if rundir.stop_requested():
+                    status = "interrupted"
+                    train_time += time.perf_counter() - clock if clock is not None else 0.0
+                    meta = {**meta, "train_time_s": train_time, "tokens_seen": step * tokens_per_step}
+                    self.ckpt.save(step, train_state, meta, force=True)
+                    logging.info("interrupted at step %d: checkpoint saved; rerun to resume", step)
+                    break
                 train_state, out = self.step_fn(train_state, *self._device_batch(*self.loader.batch(step)))
                 step += 1
                 if clock is None:  # The first step after a start compiles; keep it off the clock.
@@ -224,7 +251,7 @@ class _Loop:
                 log_now = step % self.log_every == 0 or step == self.total_steps
                 eval_now = self.eval_every > 0 and (step % self.eval_every == 0 or step == self.total_steps)
                 save_now = self.ckpt.should_save(step) or step == self.total_steps
-                if not (log_now or eval_now or save_now):
+                if not (log_now or eval_now or save_now or rundir.stop_requested()):
                     continue
                 last = {k: float(v) for k, v in jax.device_get(out).items()}
                 if not all(math.isfinite(v) for v in last.values()):
@@ -234,8 +261,6 @@ class _Loop:
                         f"step {self.ckpt.latest_step()} in {self.ckpt.directory}"
                     )
                 train_time += time.perf_counter() - clock
-                meta = {"train_time_s": train_time, "tokens_seen": step * tokens_per_step,
-                        "data_epoch": self.loader.epoch(step)}
                 if log_now:
                     line, stats = self.progress.line(step, last["loss"])
                     logging.info("%s", line)
@@ -245,21 +270,27 @@ class _Loop:
                     logging.info("validation step %d: loss %.4f (%d batches)", step, val_loss, len(self.val_batches))
                     self.writer.write(step, "val", {"loss": val_loss, "train_time_s": train_time,
                                                     "tokens_seen": step * tokens_per_step})
-                    if self.target > 0 and val_loss <= self.target:
-                        status, reached_at = "target", step
+                    if self.target > 0 and val_loss <= self.target and not crossing:
+                        crossing = {"step": step, "train_time_s": train_time, "val_loss": val_loss,
+                                    "tokens_seen": step * tokens_per_step}
+                        logging.info("target validation loss %.4f first reached at step %d: %.1f s of training, "
+                                     "%d tokens", self.target, step, train_time, step * tokens_per_step)
+                        if self.stop_at_target:
+                            status = "target"
+                meta = {"train_time_s": train_time, "tokens_seen": step * tokens_per_step,
+                        "data_epoch": self.loader.epoch(step), "val_loss": val_loss, "target": crossing}
                 if save_now or status == "target":
                     self.ckpt.save(step, train_state, meta)
                 clock = time.perf_counter()
                 self.progress.start(step)
                 if status == "target":
-                    logging.info("target validation loss %.4f reached at step %d: %.1f s of training, %d tokens",
-                                 self.target, step, train_time, step * tokens_per_step)
                     break
         finally:
             self.ckpt.close()
             summary = {"status": status, "step": step, "train_time_s": train_time, "val_loss": val_loss,
                        "tokens_seen": step * tokens_per_step, "params": self.exp.n_params,
-                       "target_val_loss": self.target, "target_step": reached_at, **last}
+                       "target_val_loss": self.target, "target_step": crossing.get("step"),
+                       "target_train_time_s": crossing.get("train_time_s"), **last}
             self.writer.write(step, "summary", summary)
             self.writer.close()
             if self.plot and jax.process_index() == 0:

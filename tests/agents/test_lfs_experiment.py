@@ -27,8 +27,12 @@ def test_offline_binary_writes_results_and_resumes(tmp_path):
     assert "Departures from the paper: none." in summary and "the paper's formulas" in summary
     assert "AUP win rate" in summary and os.path.getsize(os.path.join(workdir, "profiles.png")) > 0
 
+    before = {name: os.path.getmtime(os.path.join(workdir, name)) for name in ("games.jsonl", "summary.md")}
     again = run_binary("experiments.lfs", *SMALL, f"--workdir={workdir}")
-    assert again.returncode == 0 and "0 games to play (18 already done)" in again.stderr
+    assert again.returncode == 0 and "already finished" in again.stdout and "games=18" in again.stdout
+    assert before == {name: os.path.getmtime(os.path.join(workdir, name)) for name in before}  # Nothing changed.
+    changed = run_binary("experiments.lfs", *SMALL, "--gin_bindings=run.games_in_parallel = 2", f"--workdir={workdir}")
+    assert changed.returncode == 0 and "0 games to play (18 already done)" in changed.stderr
     assert len(report.read_games(os.path.join(workdir, "games.jsonl"))) == 18
 
 

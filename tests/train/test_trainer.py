@@ -32,18 +32,23 @@ def test_smoke_run_learns_and_reports(tmp_path):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
     summary = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"), "summary")[-1]
-    assert summary["status"] == "budget" and summary["tokens_seen"] == 60 * 16 * 128
+    assert summary["status"] == "complete" and summary["tokens_seen"] == 60 * 16 * 128
 
 
-def test_target_loss_stops_the_run(tmp_path):
+def test_target_is_timed_at_its_first_crossing_and_over_the_full_schedule(tmp_path):
     workdir = str(tmp_path / "run")
-    proc = run_binary("experiments.speedrun", SMOKE, "--gin_bindings=train.total_steps = 200",
-                      "--gin_bindings=train.eval_every = 10", "--gin_bindings=train.target_val_loss = 4.0",
-                      f"--workdir={workdir}")
+    args = [SMOKE, "--gin_bindings=train.total_steps = 100", "--gin_bindings=train.eval_every = 10",
+            "--gin_bindings=train.target_val_loss = 4.0"]
+    proc = run_binary("experiments.speedrun", *args, f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"), "summary")[-1]
-    assert summary["status"] == "target" and summary["step"] < 200 and summary["val_loss"] <= 4.0
-    assert "target validation loss 4.0000 reached" in proc.stderr
+    assert summary["status"] == "complete" and summary["step"] == 100  # The records were timed over full runs,
+    assert summary["target_step"] < 100 and 0 < summary["target_train_time_s"] < summary["train_time_s"]  # ...
+    assert "target validation loss 4.0000 first reached" in proc.stderr  # ... and the first crossing is kept.
+    stopped = run_binary("experiments.speedrun", *args, "--gin_bindings=train.stop_at_target = True",
+                         f"--workdir={tmp_path / 'stop'}")
+    summary = metrics.read_metrics(str(tmp_path / "stop" / "metrics.jsonl"), "summary")[-1]
+    assert stopped.returncode == 0 and summary["status"] == "target" and summary["step"] == summary["target_step"]
 
 
 RESUME_ARGS = [SMOKE, "--gin_bindings=train.total_steps = 40", "--gin_bindings=train.log_every = 1",
