@@ -184,7 +184,7 @@ def run(
         gateway.close()
     summary = report.write_summary(workdir, list(task_games), list(policies), scorer_label=label, aup=aup,
                                    departures=departures)
-    summary["status"] = status
+    summary["status"] = "incomplete" if status == "complete" and summary.get("unfinished") else status
     logging.info("summary written to %s (%s)", os.path.join(workdir, "summary.md"), status)
     return summary
 

@@ -31,6 +31,7 @@ __all__ = ["ConfigError", "UserError", "parse_config", "run", "save_config"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXIT_USER_ERROR = 2
+RESUMABLE = ("incomplete", "budget")  # result statuses that leave work for a rerun
 # Things that look like credentials: provider key prefixes, bearer tokens, long unbroken secrets.
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|xox[abp]-[0-9A-Za-z-]{10,}|"
                      r"hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|Bearer\s+\S{16,})")
@@ -177,7 +178,9 @@ def _run_locked(main: Callable[[str], Any], run_dir: rundir.RunDir, workdir: str
         print(f"interrupted: saved; rerun the same command to resume ({rundir.one_line(result)})", file=sys.stderr,
               flush=True)
         sys.exit(128 + signum)
-    run_dir.write_status("finished", config=config, result=result)
+    # A run that returns with work left (games unfinished, a budget spent) is not "finished": a rerun goes on.
+    left = result.get("status") if isinstance(result, dict) and result.get("status") in RESUMABLE else None
+    run_dir.write_status(left or "finished", config=config, result=result)
     return result
 
 

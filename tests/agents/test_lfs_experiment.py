@@ -118,3 +118,89 @@ def test_llm_token_budget_stops_the_run_cleanly(llm_config, tmp_path):
     assert summary["status"] == "budget"
     assert len(report.read_games(str(tmp_path / "games.jsonl"))) < 8
     assert os.path.exists(tmp_path / "summary.md")
+
+
+def _llm_args(server, workdir, *bindings):
+    return ["--gin_file=configs/lfs/base.gin", "--gin_file=configs/lfs/scorer_llm.gin",
+            "--gin_bindings=run.tasks = ['countdown3', 'sudoku4x4']", "--gin_bindings=run.policies = ['lfs']",
+            "--gin_bindings=run.num_games = 3", "--gin_bindings=LLMConfig.model = 'openai/scripted'",
+            f"--gin_bindings=LLMConfig.api_base = '{server.base_url}'",
+            "--gin_bindings=LLMConfig.api_key_env = 'TEST_LLM_KEY'", "--gin_bindings=LLMConfig.max_retries = 0",
+            "--gin_bindings=run.max_tokens_per_game = 0", *(f"--gin_bindings={b}" for b in bindings),
+            f"--workdir={workdir}"]
+
+
+def test_a_game_whose_calls_keep_failing_is_unfinished_and_the_run_goes_on(tmp_path, monkeypatch):
+    from libs.llm.testing import Fault, LocalOpenAIServer  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test-SECRET-456")
+    answer = search_responder()
+    outage = {"on": True}
+
+    def respond(body):  # Every Sudoku call fails with a 503 while the outage lasts.
+        prompt = json.dumps(body.get("messages"))
+        return Fault.http(503) if outage["on"] and "Sudoku" in prompt else answer(body)
+
+    with LocalOpenAIServer(responder=respond) as server:
+        workdir = tmp_path / "run"
+        proc = run_binary("experiments.lfs", *_llm_args(server, workdir))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records = report.read_games(str(workdir / "games.jsonl"))
+        assert {r["task"] for r in records if r["finished"]} == {"countdown3"}
+        assert {(r["task"], r["finished"]) for r in records if r["task"] == "sudoku4x4"} == {("sudoku4x4", False)}
+        assert all("503" in r["reason"] for r in records if not r["finished"])
+        assert "Unfinished games" in (workdir / "summary.md").read_text()
+        assert json.loads((workdir / "status.json").read_text())["status"] == "incomplete"
+        outage["on"] = False  # The rerun plays the unfinished games again.
+        again = run_binary("experiments.lfs", *_llm_args(server, workdir))
+        assert again.returncode == 0 and "3 games to play (3 already done)" in again.stderr, again.stderr[-2000:]
+        assert json.loads((workdir / "status.json").read_text())["status"] == "finished"
+        assert "Unfinished games" not in (workdir / "summary.md").read_text()
+
+
+def test_sigterm_stops_an_llm_run_cleanly_and_the_rerun_finishes_without_repeats(tmp_path, monkeypatch):
+    import signal  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+
+    from libs.llm.testing import LocalOpenAIServer  # pylint: disable=import-outside-toplevel
+    from tests.conftest import REPO_ROOT  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test-SECRET-456")
+    with LocalOpenAIServer(responder=search_responder(), delay_s=0.05) as server:
+        workdir = tmp_path / "run"
+        args = _llm_args(server, workdir, "run.games_in_parallel = 2")
+        proc = subprocess.Popen([sys.executable, "-m", "experiments.lfs", *args], cwd=REPO_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and server.num_requests < 30:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+        assert json.loads((workdir / "status.json").read_text())["status"] == "interrupted"
+        done_before = len(report.read_games(str(workdir / "games.jsonl")))
+        assert done_before < 6
+        again = run_binary("experiments.lfs", *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        keys = [(r["task"], r["policy"], r["game"]) for r in report.read_games(str(workdir / "games.jsonl"))]
+        assert len(keys) == len(set(keys)) == 6  # Every game once: none lost, none played twice.
+        ledger = [json.loads(line) for line in open(workdir / "llm_ledger.jsonl")]
+        assert len(ledger) >= server.num_requests - 2  # Every answered call is in the ledger (a kill loses <= 2).
+
+
+def test_the_token_budget_counts_every_launch_of_a_workdir(tmp_path, monkeypatch):
+    from libs.llm.testing import LocalOpenAIServer  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test-SECRET-456")
+    with LocalOpenAIServer(responder=search_responder()) as server:
+        workdir = tmp_path / "run"
+        args = _llm_args(server, workdir, "LLMConfig.budget_tokens = 8000", "run.games_in_parallel = 2")
+        for _ in range(3):
+            proc = run_binary("experiments.lfs", *args)
+            assert proc.returncode == 0 and "budget spent" in proc.stderr, proc.stderr[-3000:]
+            assert json.loads((workdir / "status.json").read_text())["status"] == "budget"
+        ledger = [json.loads(line) for line in open(workdir / "llm_ledger.jsonl")]
+        spent = [r["prompt_tokens"] + r["completion_tokens"] for r in ledger if not r["cached"]]
+        assert 8000 <= sum(spent) <= 8000 + 2 * max(spent)  # Three launches, one budget (+ the calls in flight).

@@ -21,6 +21,8 @@ SMOKE = "configs/speedrun/smoke.gin"
         ([SMOKE], ["GPTConfig.qk_norm = 1"], "GPTConfig.qk_norm = 1: expected bool"),
         ([SMOKE], ["make_optimizer.adam_lr = 'fast'"], "make_optimizer.adam_lr"),
         ([SMOKE], ["train.total_steps = "], "train.total_steps"),
+        ([SMOKE], ["train.total_steps = ("], "train.total_steps = (': unbalanced brackets"),
+        (["tests/train/data/missing_include.gin"], [], "includes configs/speedrun/not_there.gin, which does not exist"),
     ],
 )
 def test_bad_config_is_a_config_error(files, bindings, expected, clean_gin):
@@ -48,6 +50,9 @@ def test_effective_config_saved(tmp_path, clean_gin):
         (["--gin_file=configs/speedrun/missing.gin"], "missing.gin"),
         (["--gin_file=" + SMOKE, "--gin_bindings=GPTConfig.num_layerz = 3"], "num_layerz"),
         (["--gin_file=" + SMOKE, "--gin_bindings=train.total_steps = 2.5"], "train.total_steps"),
+        (["--gin_file=" + SMOKE, "--gin_bindings=train.log_every = 0"], "train.log_every=0: must be positive"),
+        (["--gin_file=" + SMOKE, "--gin_bindings=train.total_steps = [1,"], "unbalanced brackets"),
+        (["--gin_file=tests/train/data/missing_include.gin"], "not_there.gin"),
     ],
 )
 def test_binary_exits_2_with_one_line(args, culprit, tmp_path):

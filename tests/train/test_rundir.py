@@ -161,3 +161,27 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(damage, tmp_
     again = run_binary("experiments.speedrun", *[a.replace("= 20", "= 30") for a in args], f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from step 10" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_a_failed_asynchronous_save_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    from libs.train import checkpoint  # pylint: disable=import-outside-toplevel
+
+    ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1)
+    monkeypatch.setattr(ckpt._manager, "check_for_errors",  # pylint: disable=protected-access
+                        lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(UserError, match="saving a checkpoint to .* failed: .*No space left on device"):
+        ckpt.save(5, {"x": np.zeros(3)}, {})
+
+
+def test_a_shard_truncated_while_in_use_is_a_clear_error_not_a_bus_error(tmp_path):
+    from libs.train import data, shards  # pylint: disable=import-outside-toplevel
+
+    path = tmp_path / "fineweb_train_000001.bin"
+    shards.write_shard(path, np.arange(5000, dtype=np.uint16))
+    stream = data.TokenStream(str(path))
+    assert stream.read(0, 10).tolist() == list(range(10))
+    with open(path, "r+b") as f:
+        f.truncate(shards.HEADER_BYTES + 2000)
+    with pytest.raises(shards.ShardError, match="truncated or replaced while in use"):
+        stream.read(4000, 10)
+    stream.close()
