@@ -20,7 +20,7 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import gin
 from absl import logging
@@ -32,6 +32,7 @@ from libs.search import best_first, evolutionary, greedy, lfs, mcts, tot_bfs
 from libs.search.base import Budget, Search
 from libs.train import rundir
 from libs.train.errors import ConfigError, UserError
+from libs.train.launch import NON_NEGATIVE, POSITIVE
 from libs.train.metrics import format_duration
 
 # name -> (game, generator arguments); the paper's tasks.
@@ -78,14 +79,14 @@ def run(
     sudoku_box_shape: Sequence[int] | None = None,
     scorer: str = "standin",
     standin_level: str = "medium",
-    num_games: int = 20,
+    num_games: Annotated[int, POSITIVE] = 20,
     seed: int = 0,
-    games_in_parallel: int = 8,
+    games_in_parallel: Annotated[int, POSITIVE] = 8,
     max_tokens_per_game: int = -1,
-    max_nodes_per_game: int = 0,
-    max_seconds_per_game: float = 0.0,
-    mcts_c: float = 0.5,
-    tot_top_n: int = 3,
+    max_nodes_per_game: Annotated[int, NON_NEGATIVE] = 0,
+    max_seconds_per_game: Annotated[float, NON_NEGATIVE] = 0.0,
+    mcts_c: Annotated[float, NON_NEGATIVE] = 0.5,
+    tot_top_n: Annotated[int, POSITIVE] = 3,
     aup: str = "paper",
     win_on_generation: bool = False,
     known_terminal_values: bool = False,

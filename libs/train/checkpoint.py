@@ -12,20 +12,22 @@ asynchronous save stops the run with a clear error at the next save or at the en
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import gin
 import orbax.checkpoint as ocp
 from absl import logging
 
 from libs.train.errors import UserError
+from libs.train.launch import NON_NEGATIVE, POSITIVE
 
 
 @gin.configurable
 class Checkpointer:
     """Saves every `every_steps` steps, keeps the last `keep`, restores the latest."""
 
-    def __init__(self, workdir: str, every_steps: int = 1000, keep: int = 3, async_save: bool = True):
+    def __init__(self, workdir: str, every_steps: Annotated[int, NON_NEGATIVE] = 1000,
+                 keep: Annotated[int, POSITIVE] = 3, async_save: bool = True):
         self.every_steps = every_steps
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         options = ocp.CheckpointManagerOptions(

@@ -95,12 +95,16 @@ def check_types() -> None:
         for name, value in params.items():
             if name not in hints or _is_reference(value):
                 continue
-            if not _matches(value, hints[name]):
-                where = f"{scope}/{selector}" if scope else selector
+            where = f"{scope}/{selector}" if scope else selector
+            hint, bounds = _split_annotated(hints[name])
+            if not _matches(value, hint):
                 raise ConfigError(
-                    f"{where}.{name} = {value!r}: expected {_type_name(hints[name])}, "
+                    f"{where}.{name} = {value!r}: expected {_type_name(hint)}, "
                     f"got {type(value).__name__}"
                 )
+            for bound in bounds:
+                if not bound.ok(value):
+                    raise ConfigError(f"{where}.{name} = {value!r}: must be {bound.text}")
 
 
 def save_config(workdir: str) -> str:
@@ -219,10 +223,28 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0]
 
 
+class Bound:
+    """A parse-time check on a configurable's parameter: `x: Annotated[int, POSITIVE]`."""
+
+    def __init__(self, text: str, ok: Callable[[Any], bool]):
+        self.text, self.ok = text, ok
+
+
+POSITIVE = Bound("positive", lambda v: v is None or v > 0)
+NON_NEGATIVE = Bound(">= 0", lambda v: v is None or v >= 0)
+
+
+def _split_annotated(hint: Any) -> tuple[Any, list[Bound]]:
+    if typing.get_origin(hint) is typing.Annotated:
+        base, *extras = typing.get_args(hint)
+        return base, [e for e in extras if isinstance(e, Bound)]
+    return hint, []
+
+
 def _type_hints(fn: Any) -> dict[str, Any]:
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)
     except Exception:  # pylint: disable=broad-except
         return {}
 

@@ -17,7 +17,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import gin
 import jax
@@ -29,7 +29,8 @@ from jax.sharding import Mesh
 
 from libs.models import gpt
 from libs.train import checkpoint, corpus, data, metrics, optim, rundir, sharding, shards, state
-from libs.train.errors import ConfigError, UserError
+from libs.train.errors import UserError
+from libs.train.launch import NON_NEGATIVE, POSITIVE
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,17 +40,17 @@ class TrainingDiverged(RuntimeError):
 @gin.configurable(denylist=["workdir"])
 def train(
     workdir: str,
-    total_steps: int = 1000,
-    seq_len: int = 1024,
-    global_batch_size: int = 512,
-    microbatches: int = 1,
+    total_steps: Annotated[int, POSITIVE] = 1000,
+    seq_len: Annotated[int, POSITIVE] = 1024,
+    global_batch_size: Annotated[int, POSITIVE] = 512,
+    microbatches: Annotated[int, POSITIVE] = 1,
     train_data: str = "stdlib",
     val_data: str = "stdlib",
     stdlib_tokenizer: str = "bytes",
-    val_tokens: int = 10_485_760,
-    val_batch_size: int = 0,
-    eval_every: int = 250,
-    log_every: int = 10,
+    val_tokens: Annotated[int, NON_NEGATIVE] = 10_485_760,
+    val_batch_size: Annotated[int, NON_NEGATIVE] = 0,
+    eval_every: Annotated[int, NON_NEGATIVE] = 250,
+    log_every: Annotated[int, POSITIVE] = 10,
     target_val_loss: float = 0.0,
     stop_at_target: bool = False,
     seed: int = 0,
@@ -74,12 +75,6 @@ def train(
       seed: parameter-init seed.
       plot: write `loss.png` at the end.
     """
-    for name, value in (("total_steps", total_steps), ("seq_len", seq_len), ("global_batch_size", global_batch_size),
-                        ("microbatches", microbatches), ("log_every", log_every)):
-        if value <= 0:
-            raise ConfigError(f"train.{name}={value}: must be positive")
-    if eval_every < 0 or val_tokens < 0 or val_batch_size < 0:
-        raise ConfigError("train.eval_every, train.val_tokens and train.val_batch_size must be >= 0")
     exp = build(total_steps, seq_len, global_batch_size, microbatches)
     loader, val_batches = _data(train_data, val_data, stdlib_tokenizer, seq_len, global_batch_size,
                                 val_batch_size or global_batch_size // microbatches, val_tokens)
