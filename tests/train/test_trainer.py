@@ -70,6 +70,8 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_losses(tmp_path):
     proc.wait()
     killed_at = max(_train_losses(run_dir))
     assert 25 <= killed_at < 40, killed_at
+    events = glob.glob(os.path.join(run_dir, "tensorboard", "events.*"))
+    assert events and os.path.getsize(events[0]) > 1000  # Flushed per write: a SIGKILL loses at most the last.
 
     resumed = run_binary("experiments.speedrun", *RESUME_ARGS, f"--workdir={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
