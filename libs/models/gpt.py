@@ -2,9 +2,12 @@
 
 Every architectural change of the NanoGPT speedrun records is a field of
 `GPTConfig`, so each record is a gin file that flips the fields it changed.
-Parameters are float32 (master weights); activations and matmuls run in
-`GPTConfig.dtype` (bfloat16 by default). Axes are named logically (see
-libs/train/sharding.py for the rules that map them onto a mesh).
+Parameters are float32 (master weights; `embed_scalar_param_dtype` can store the
+embeddings and scalars in bfloat16, as record 10 did); activations and matmuls
+run in `GPTConfig.dtype` (bfloat16 by default) and the residual stream between
+blocks in `GPTConfig.residual_dtype`. Axes are named logically (see
+libs/train/sharding.py for the rules that map them onto a mesh). Every value
+check raises `ConfigError`, which the launcher reports in one line.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from libs.models import losses
+from libs.train.launch import ConfigError
 
 Array = jax.Array
 _constrain = nn.with_logical_constraint
@@ -55,12 +59,23 @@ class GPTConfig:
     init_scheme: str = "gpt2"  # "gpt2": N(0, init_std), residual projections / sqrt(2 layers)
     # "torch": PyTorch defaults, U(+-1/sqrt(fan_in)) linears, N(0, 1) untied embedding
     init_std: float = 0.02
-    dtype: str = "bfloat16"
+    fused_qkv: bool = False  # one (model_dim, 3 * heads * head_dim) QKV kernel, split after the matmul
+    dtype: str = "bfloat16"  # activations and matmuls
+    # The residual stream between blocks (the embedding output, each block's output, the skips):
+    # "float32": kept in float32 while the blocks compute in `dtype` (PyTorch autocast over float32
+    # weights, records 2-9); "bfloat16": kept in the low-precision compute `dtype` (llm.c, record 10+).
+    # A float32 `dtype` always gives a float32 stream.
+    residual_dtype: str = "bfloat16"
+    # Storage of the embedding tables (token, position, value) and of the non-linear-layer parameters
+    # (learnable scalars, LayerNorm scale/bias); their Adam moments follow. "bfloat16" is record 10's
+    # model.bfloat16() with the linear layers (kernels, biases, untied head) kept float32.
+    embed_scalar_param_dtype: str = "float32"
     attention_impl: str = "auto"  # "auto" (cuDNN on GPU) | "xla" | "cudnn"
     remat: bool = False  # rematerialise each block in the backward pass
     loss_chunk_tokens: int = 8192  # the head's logits are formed about this many tokens at a time (0: all)
 
     def __post_init__(self):
+        """Every bad value is a `ConfigError` naming its field, before any array is made."""
         choices = {
             "positional": ("learned", "rotary"),
             "norm": ("layernorm", "rmsnorm"),
@@ -68,16 +83,41 @@ class GPTConfig:
             "init_scheme": ("gpt2", "torch"),
             "attention_impl": ("auto", "xla", "cudnn"),
             "dtype": ("bfloat16", "float32", "float16"),
+            "residual_dtype": ("float32", "bfloat16"),
+            "embed_scalar_param_dtype": ("float32", "bfloat16"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"GPTConfig.{name}={getattr(self, name)!r}: expected one of {allowed}")
+                raise ConfigError(f"GPTConfig.{name}={getattr(self, name)!r}: expected one of {allowed}")
+        for name in ("vocab_size", "num_layers", "num_heads", "model_dim", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"GPTConfig.{name}={getattr(self, name)!r}: expected a positive integer")
+        for name in ("logit_vocab_size", "head_dim", "mlp_dim", "value_embeddings", "loss_chunk_tokens",
+                     "logit_softcap", "init_std"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"GPTConfig.{name}={getattr(self, name)!r}: expected 0 or more")
+        if not self.rotary_base > 0:
+            raise ConfigError(f"GPTConfig.rotary_base={self.rotary_base!r}: expected a positive number")
+        if self.logit_vocab_size > self.vocab_size:
+            raise ConfigError(
+                f"GPTConfig.logit_vocab_size={self.logit_vocab_size}: exceeds vocab_size {self.vocab_size}"
+            )
         if self.model_dim % self.num_heads and not self.head_dim:
-            raise ValueError(
-                f"GPTConfig: model_dim {self.model_dim} is not divisible by num_heads {self.num_heads}"
+            raise ConfigError(
+                f"GPTConfig.num_heads={self.num_heads}: model_dim {self.model_dim} is not divisible by it "
+                "(or set GPTConfig.head_dim)"
+            )
+        if self.positional == "rotary" and self.dims_per_head % 2:
+            raise ConfigError(
+                f"GPTConfig.positional='rotary': needs an even head dimension, got {self.dims_per_head}"
             )
         if 2 * self.value_embeddings > self.num_layers:
-            raise ValueError("GPTConfig.value_embeddings: at most num_layers / 2 tables")
+            raise ConfigError(
+                f"GPTConfig.value_embeddings={self.value_embeddings}: at most num_layers / 2 = "
+                f"{self.num_layers // 2} tables"
+            )
+        if self.unet_skips and self.num_layers < 2:
+            raise ConfigError(f"GPTConfig.unet_skips=True: needs num_layers >= 2, got {self.num_layers}")
 
     @property
     def dims_per_head(self) -> int:
@@ -90,6 +130,25 @@ class GPTConfig:
     @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
+
+    @property
+    def residual_stream_dtype(self):
+        """float32 when `residual_dtype` or `dtype` is float32, else the compute dtype."""
+        if jnp.float32 in (jnp.dtype(self.residual_dtype), self.compute_dtype):
+            return jnp.dtype(jnp.float32)
+        return self.compute_dtype
+
+    @property
+    def small_param_dtype(self):
+        """Storage dtype of the embedding tables, scalars and norm parameters."""
+        return jnp.dtype(self.embed_scalar_param_dtype)
+
+
+def _stored_as(init, dtype):
+    """`init` sampled in float32, then stored in `dtype` (PyTorch's init followed by .bfloat16())."""
+    if dtype == jnp.float32:
+        return init
+    return lambda key, shape, _dtype=None: init(key, shape, jnp.float32).astype(dtype)
 
 
 def _dense(cfg: GPTConfig, features: int, axes: tuple[str, str], name: str, zero: bool = False, residual=False):
@@ -115,12 +174,12 @@ class Norm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        if self.cfg.norm == "rmsnorm":
-            return rms_norm(x)
+        if self.cfg.norm == "rmsnorm":  # The block's input comes out in the compute dtype.
+            return rms_norm(x).astype(self.cfg.compute_dtype)
         return nn.LayerNorm(
             epsilon=1e-5,
             dtype=self.cfg.compute_dtype,
-            param_dtype=jnp.float32,
+            param_dtype=self.cfg.small_param_dtype,
             scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
         )(x)
@@ -144,9 +203,10 @@ def rotary(x: Array, base: float) -> Array:
 
 
 def _scalar(module: nn.Module, name: str, value, shape=()) -> Array:
-    """A learnable float32 scalar (or small vector) initialised to `value`."""
+    """A learnable scalar (or small vector) initialised to `value`, stored in `small_param_dtype`."""
     init = lambda key, shp, dtype=jnp.float32: jnp.broadcast_to(jnp.asarray(value, dtype), shp)
-    return module.param(name, nn.with_logical_partitioning(init, (None,) * len(shape)), shape, jnp.float32)
+    dtype = module.cfg.small_param_dtype
+    return module.param(name, nn.with_logical_partitioning(init, (None,) * len(shape)), shape, dtype)
 
 
 class Attention(nn.Module):
@@ -158,9 +218,13 @@ class Attention(nn.Module):
         batch, length, _ = x.shape
         heads, dim = cfg.num_heads, cfg.dims_per_head
         shape = (batch, length, heads, dim)
-        q = _dense(cfg, heads * dim, ("embed", "heads"), "query")(x).reshape(shape)
-        k = _dense(cfg, heads * dim, ("embed", "heads"), "key")(x).reshape(shape)
-        v = _dense(cfg, heads * dim, ("embed", "heads"), "value")(x).reshape(shape)
+        if cfg.fused_qkv:  # One matrix to the optimizer (records 1-3's c_attn); columns are [Q | K | V].
+            qkv = _dense(cfg, 3 * heads * dim, ("embed", "heads"), "qkv")(x)
+            q, k, v = (t.reshape(shape) for t in jnp.split(qkv, 3, axis=-1))
+        else:
+            q = _dense(cfg, heads * dim, ("embed", "heads"), "query")(x).reshape(shape)
+            k = _dense(cfg, heads * dim, ("embed", "heads"), "key")(x).reshape(shape)
+            v = _dense(cfg, heads * dim, ("embed", "heads"), "value")(x).reshape(shape)
         if v_first is None:
             v_first = v
         elif cfg.value_residual:
@@ -224,12 +288,14 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, x0, v_first, ve):
+        # x and x0 are in the residual stream's dtype; the branches compute in the compute dtype.
         if self.cfg.embed_skip:
             lams = _scalar(self, "skip_lambdas", (1.0, 0.0), (2,)).astype(x.dtype)
             x = lams[0] * x + lams[1] * x0
         attn, v_first = Attention(self.cfg, name="attn")(Norm(self.cfg)(x), v_first, ve)
-        x = x + (attn * self.cfg.attn_branch_scale if self.cfg.attn_branch_scale != 1.0 else attn)
-        x = x + MLP(self.cfg, name="mlp")(Norm(self.cfg)(x))
+        attn = attn * self.cfg.attn_branch_scale if self.cfg.attn_branch_scale != 1.0 else attn
+        x = x + attn.astype(x.dtype)
+        x = x + MLP(self.cfg, name="mlp")(Norm(self.cfg)(x)).astype(x.dtype)
         return _constrain(x, ("act_batch", "act_len", "act_embed")), v_first
 
 
@@ -243,24 +309,24 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, tokens: Array, targets: Array | None = None, train: bool = True) -> Array:
         cfg = self.cfg
-        dtype = cfg.compute_dtype
+        dtype, stream, small = cfg.compute_dtype, cfg.residual_stream_dtype, cfg.small_param_dtype
         embed = nn.Embed(
             cfg.vocab_size,
             cfg.model_dim,
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            embedding_init=nn.with_logical_partitioning(_embed_init(cfg), ("vocab", "embed")),
+            dtype=stream,
+            param_dtype=small,
+            embedding_init=nn.with_logical_partitioning(_stored_as(_embed_init(cfg), small), ("vocab", "embed")),
             name="embed",
         )
         x = embed(tokens)
         if cfg.positional == "learned":
             pos = self.param(
                 "pos_embed",
-                nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), (None, "embed")),
+                nn.with_logical_partitioning(_stored_as(nn.initializers.normal(cfg.init_std), small), (None, "embed")),
                 (cfg.max_seq_len, cfg.model_dim),
-                jnp.float32,
+                small,
             )
-            x = x + pos[None, : tokens.shape[1]].astype(dtype)
+            x = x + pos[None, : tokens.shape[1]].astype(stream)
         if cfg.embed_norm:
             x = rms_norm(x)
         x = _constrain(x, ("act_batch", "act_len", "act_embed"))
@@ -276,14 +342,14 @@ class GPT(nn.Module):
             skips = []
             for i, block in enumerate(blocks):
                 if i >= encoder:
-                    x = x + skip_weights[i - encoder].astype(dtype) * skips.pop()
+                    x = x + skip_weights[i - encoder].astype(x.dtype) * skips.pop()
                 x, v_first = block(x, x0, v_first, ves[i])
                 if i < encoder:
                     skips.append(x)
         else:
             for i, block in enumerate(blocks):
                 x, v_first = block(x, x0, v_first, ves[i])
-        x = Norm(cfg, name="final_norm")(x)
+        x = Norm(cfg, name="final_norm")(x)  # Back in the compute dtype for the head's matmul.
 
         if cfg.tie_embeddings:
             head = embed.embedding
@@ -307,12 +373,15 @@ class GPT(nn.Module):
         cfg = self.cfg
         out: list[Array | None] = [None] * cfg.num_layers
         for j in range(cfg.value_embeddings):
+            small = cfg.small_param_dtype
             table = nn.Embed(
                 cfg.vocab_size,
                 cfg.num_heads * cfg.dims_per_head,
                 dtype=cfg.compute_dtype,
-                param_dtype=jnp.float32,
-                embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("vocab", "embed")),
+                param_dtype=small,
+                embedding_init=nn.with_logical_partitioning(
+                    _stored_as(nn.initializers.normal(cfg.init_std), small), ("vocab", "embed")
+                ),
                 name=f"value_embed_{j}",
             )
             ve = table(tokens)

@@ -3,7 +3,8 @@
 `make_optimizer` builds either plain AdamW over every parameter (the llm.c
 baseline) or the speedrun split: Muon on the hidden matrices of the blocks and
 Adam on embeddings, head, norms, biases and scalars. Every learning rate follows
-one schedule shape (`lr_schedule`) scaled by its own peak value.
+one schedule shape (`lr_schedule`) scaled by its own peak value. Every value
+check raises `ConfigError` naming its parameter, so the launcher reports one line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import gin
 import jax
 import jax.numpy as jnp
 import optax
+
+from libs.train.launch import ConfigError
+
+MUON_SCALES = ("out_in", "max_dim", "none")
 
 
 @gin.configurable
@@ -35,8 +40,17 @@ def lr_schedule(
         `decay_fraction` of training (the speedrun's warmdown);
       "constant": no decay.
     """
+    _check_steps("lr_schedule", total_steps)
     if decay not in ("cosine", "linear", "trapezoid", "constant"):
-        raise ValueError(f"lr_schedule.decay={decay!r}: expected cosine, linear, trapezoid or constant")
+        raise ConfigError(f"lr_schedule.decay={decay!r}: expected cosine, linear, trapezoid or constant")
+    for name, value in (("warmup_fraction", warmup_fraction), ("decay_fraction", decay_fraction),
+                        ("final_fraction", final_fraction)):
+        _check_range(f"lr_schedule.{name}", value, 0.0, 1.0)
+    if decay == "trapezoid" and warmup_fraction + decay_fraction > 1.0:
+        raise ConfigError(
+            f"lr_schedule.decay_fraction={decay_fraction!r}: warmup ({warmup_fraction!r}) and warmdown "
+            "overlap (their sum exceeds 1)"
+        )
     warmup_steps = warmup_fraction * total_steps
     decay_steps = max(decay_fraction * total_steps, 1.0)
 
@@ -60,6 +74,10 @@ def momentum_warmup(
     total_steps: int, start: float = 0.85, end: float = 0.95, fraction: float = 0.0
 ) -> optax.Schedule | float:
     """Muon momentum ramped linearly from `start` to `end` over the first `fraction` of training."""
+    _check_steps("momentum_warmup", total_steps)
+    _check_range("momentum_warmup.start", start, 0.0, 1.0, high_open=True)
+    _check_range("momentum_warmup.end", end, 0.0, 1.0, high_open=True)
+    _check_range("momentum_warmup.fraction", fraction, 0.0, 1.0)
     steps = fraction * total_steps
     if steps <= 0:
         return end
@@ -98,8 +116,26 @@ def make_optimizer(
     "out_in" sqrt(max(1, fan_out / fan_in)) (records 8+, optax's default),
     "max_dim" sqrt(max(fan_in, fan_out)) (records 4-7), "none" 1 (record 3).
     `grad_normalize` divides each parameter's gradient by its norm (record 2)
-    instead of clipping the global norm.
+    instead of clipping the global norm. A fused QKV kernel is one parameter to
+    both: one Newton-Schulz orthogonalisation, one norm, its own shape's scale.
     """
+    _check_steps("make_optimizer", total_steps)
+    if kind not in ("adamw", "muon"):
+        raise ConfigError(f"make_optimizer.kind={kind!r}: expected 'adamw' or 'muon'")
+    if muon_scale not in MUON_SCALES:
+        raise ConfigError(f"make_optimizer.muon_scale={muon_scale!r}: expected one of {MUON_SCALES}")
+    for name, value in (("adam_lr", adam_lr), ("muon_lr", muon_lr), ("eps", eps)):
+        if not value > 0:
+            raise ConfigError(f"make_optimizer.{name}={value!r}: expected a positive number")
+    for name, value in (("embed_lr", embed_lr), ("head_lr", head_lr), ("scalar_lr", scalar_lr),
+                        ("weight_decay", weight_decay), ("muon_weight_decay", muon_weight_decay),
+                        ("grad_clip", grad_clip)):
+        if not value >= 0:
+            raise ConfigError(f"make_optimizer.{name}={value!r}: expected 0 or more")
+    _check_range("make_optimizer.b1", b1, 0.0, 1.0, high_open=True)
+    _check_range("make_optimizer.b2", b2, 0.0, 1.0, high_open=True)
+    if muon_ns_steps < 1:
+        raise ConfigError(f"make_optimizer.muon_ns_steps={muon_ns_steps!r}: expected a positive integer")
     sched = lr_schedule(total_steps)
     if grad_normalize:
         clip = normalize_per_parameter()
@@ -113,8 +149,6 @@ def make_optimizer(
 
     if kind == "adamw":
         return optax.chain(clip, adam(adam_lr, weight_decay))
-    if kind != "muon":
-        raise ValueError(f"make_optimizer.kind={kind!r}: expected 'adamw' or 'muon'")
     muon = optax.inject_hyperparams(optax.contrib.muon)(
         learning_rate=lambda s: muon_lr * sched(s),
         beta=momentum_warmup(total_steps),
@@ -157,7 +191,7 @@ def normalize_per_parameter(eps: float = 1e-6) -> optax.GradientTransformation:
 def _muon_rescale(mode: str) -> optax.GradientTransformation:
     """Turns optax's sqrt(max(1, fan_out / fan_in)) Muon scale into another convention."""
     if mode not in ("max_dim", "none"):
-        raise ValueError(f"make_optimizer.muon_scale={mode!r}: expected 'out_in', 'max_dim' or 'none'")
+        raise ConfigError(f"make_optimizer.muon_scale={mode!r}: expected 'max_dim' or 'none' here")
 
     def factor(shape):
         fan_in, fan_out = shape
@@ -169,3 +203,14 @@ def _muon_rescale(mode: str) -> optax.GradientTransformation:
 
 def _matrix_mask(params: Any) -> Any:
     return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
+
+def _check_steps(where: str, total_steps: int) -> None:
+    if not total_steps > 0:
+        raise ConfigError(f"{where}: total_steps={total_steps!r} (train.total_steps): expected a positive integer")
+
+
+def _check_range(name: str, value: float, low: float, high: float, high_open: bool = False) -> None:
+    inside = low <= value < high if high_open else low <= value <= high
+    if not inside:
+        raise ConfigError(f"{name}={value!r}: expected a value in [{low}, {high}{')' if high_open else ']'}")

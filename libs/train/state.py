@@ -92,7 +92,9 @@ def make_train_step(
     """A pure train step: (state, inputs, targets) -> (state, metrics).
 
     With `microbatches` > 1 the batch is split along its rows and the gradients
-    are accumulated in float32 over a scan, so the update equals one full batch.
+    are accumulated in float32 over a scan (also for parameters stored in
+    bfloat16, whose gradients are cast back to their dtype at the end), so the
+    update equals one full batch.
     """
 
     def grads_of(params, inputs, targets):
@@ -106,9 +108,10 @@ def make_train_step(
             loss, grads = jax.value_and_grad(loss_fn)(params, *mb)
             return jax.tree_util.tree_map(jnp.add, carry, (loss, grads)), None
 
-        zeros = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, params))
-        (loss, grads), _ = jax.lax.scan(body, zeros, (split(inputs), split(targets)))
-        return jax.tree_util.tree_map(lambda g: g / microbatches, (loss, grads))
+        zeros = jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, jnp.float32), params)
+        (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), (split(inputs), split(targets)))
+        grads = jax.tree_util.tree_map(lambda g, p: (g / microbatches).astype(p.dtype), grads, params)
+        return loss / microbatches, grads
 
     def train_step(state, inputs, targets):
         loss, grads = grads_of(state["params"], inputs, targets)

@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from libs.models import gpt, losses
+from libs.train import launch
 from libs.train.state import strip_boxes
 
 TINY = gpt.GPTConfig(vocab_size=64, num_layers=2, num_heads=2, model_dim=32, max_seq_len=16, dtype="float32")
@@ -87,7 +89,7 @@ def test_switches_add_their_parameters():
 
 
 def test_bad_switch_value_is_rejected():
-    with pytest.raises(ValueError, match="GPTConfig.activation"):
+    with pytest.raises(launch.ConfigError, match="GPTConfig.activation"):
         gpt.GPTConfig(activation="swish")
 
 
@@ -98,3 +100,116 @@ def test_flops_per_token_of_gpt2_small():
     pos = cfg.max_seq_len * cfg.model_dim
     expected = 6 * (n - pos) + 12 * 12 * 768 * 1024
     assert gpt.flops_per_token(cfg, params, 1024) == expected
+
+
+# --- fused QKV, residual dtype, bf16 storage, config errors ----------------------------------------
+
+
+def _fused_from_separate(separate):
+    """The fused-QKV params whose kernel (and bias) is the concatenation [Q | K | V] of `separate`."""
+
+    def convert(tree):
+        if isinstance(tree, dict) and "query" in tree:
+            tree = dict(tree)
+            parts = [tree.pop(name) for name in ("query", "key", "value")]
+            tree["qkv"] = {leaf: jnp.concatenate([p[leaf] for p in parts], axis=-1) for leaf in parts[0]}
+            return tree
+        return {k: convert(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+    return convert(separate)
+
+
+@pytest.mark.parametrize("cfg", [TINY, ALL_SWITCHES], ids=["baseline", "all_switches"])
+def test_fused_qkv_matches_separate_kernels(cfg):
+    tokens = jax.random.randint(jax.random.key(0), (2, 12), 0, 64)
+    separate = _init(cfg, tokens)
+    if cfg.zero_init_proj:
+        separate = jax.tree_util.tree_map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(5), p.shape), separate)
+    fused_cfg = dataclasses.replace(cfg, fused_qkv=True)
+    fused = _fused_from_separate(separate)
+    want = jax.tree_util.tree_structure(_init(fused_cfg, tokens))
+    assert jax.tree_util.tree_structure(fused) == want  # Same names and nesting as the model's own init.
+    assert "query" not in fused["block_0"]["attn"] and fused["block_0"]["attn"]["qkv"]["kernel"].shape == (32, 96)
+    got = gpt.GPT(fused_cfg).apply({"params": fused}, tokens)
+    np.testing.assert_allclose(got, gpt.GPT(cfg).apply({"params": separate}, tokens), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ["gpt2", "torch"])
+def test_fused_qkv_init_and_axes_match_separate_kernels(scheme):
+    base = dataclasses.replace(TINY, model_dim=128, num_heads=4, init_scheme=scheme, use_bias=True)
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    boxed_sep = gpt.GPT(base).init(jax.random.key(0), tokens)["params"]
+    boxed_fused = gpt.GPT(dataclasses.replace(base, fused_qkv=True)).init(jax.random.key(0), tokens)["params"]
+    spec_sep = nn.get_partition_spec(boxed_sep)["block_0"]["attn"]
+    spec_fused = nn.get_partition_spec(boxed_fused)["block_0"]["attn"]
+    assert spec_fused["qkv"] == spec_sep["query"]  # ("embed", "heads") kernel, ("heads",) bias
+    fused = strip_boxes(boxed_fused)["block_0"]["attn"]["qkv"]
+    separate = strip_boxes(boxed_sep)["block_0"]["attn"]
+    np.testing.assert_array_equal(fused["bias"], 0.0)
+    for i, name in enumerate(("query", "key", "value")):
+        block = np.asarray(fused["kernel"][:, i * 128 : (i + 1) * 128])
+        ref = np.asarray(separate[name]["kernel"])
+        assert block.shape == ref.shape
+        assert np.std(block) == pytest.approx(np.std(ref), rel=0.05)  # 16k samples each: ~1% noise
+        assert np.max(np.abs(block)) <= (np.max(np.abs(ref)) * 1.05 if scheme == "gpt2" else 128**-0.5)
+
+
+def test_residual_dtype_float32_keeps_the_stream_in_float32():
+    tokens = jax.random.randint(jax.random.key(0), (2, 12), 0, 64)
+    base = dataclasses.replace(ALL_SWITCHES, dtype="bfloat16", zero_init_proj=False)
+    params = _init(base, tokens)
+    outs = {}
+    for residual in ("bfloat16", "float32"):
+        cfg = dataclasses.replace(base, residual_dtype=residual)
+        logits, state = gpt.GPT(cfg).apply({"params": params}, tokens, capture_intermediates=True)
+        inter = state["intermediates"]
+        stream = inter["block_0"]["__call__"][0][0]  # The block's output: the residual stream.
+        assert stream.dtype == jnp.dtype(residual)
+        assert inter["block_0"]["attn"]["query"]["__call__"][0].dtype == jnp.bfloat16  # Matmuls stay bf16.
+        assert inter["block_1"]["mlp"]["fc"]["__call__"][0].dtype == jnp.bfloat16
+        assert inter["embed"]["__call__"][0].dtype == jnp.dtype(residual)
+        outs[residual] = logits
+    assert not np.allclose(outs["float32"], outs["bfloat16"], atol=1e-3)
+    np.testing.assert_allclose(outs["float32"], outs["bfloat16"], atol=0.5)  # Same function, other rounding.
+    # A float32 compute dtype keeps a float32 stream whatever residual_dtype says (no silent downcast).
+    assert dataclasses.replace(TINY, residual_dtype="bfloat16").residual_stream_dtype == jnp.float32
+
+
+def test_bf16_storage_of_embeddings_and_scalars():
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    cfg = dataclasses.replace(ALL_SWITCHES, positional="learned", norm="layernorm", use_bias=True)
+    ref = _init(cfg, tokens)
+    params = _init(dataclasses.replace(cfg, embed_scalar_param_dtype="bfloat16"), tokens)
+    flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    small = [k for k in flat if any(s in k for s in ("'embed'", "pos_embed", "value_embed_", "lambda",
+                                                     "skip_weights", "LayerNorm", "final_norm"))]
+    assert any("'embed'" in k for k in small) and any("lambda" in k for k in small) and any("Norm" in k for k in small)
+    for key, leaf in flat.items():
+        assert leaf.dtype == (jnp.bfloat16 if key in small else jnp.float32), key
+    # The same draws as the float32 init, rounded (PyTorch's init followed by .bfloat16()).
+    np.testing.assert_array_equal(params["embed"]["embedding"], ref["embed"]["embedding"].astype(jnp.bfloat16))
+    assert params["head"].dtype == jnp.float32 and params["block_0"]["mlp"]["fc"]["bias"].dtype == jnp.float32
+    loss = gpt.GPT(dataclasses.replace(cfg, embed_scalar_param_dtype="bfloat16")).apply(
+        {"params": params}, tokens, tokens)
+    assert np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"dtype": "fp8"}, "GPTConfig.dtype='fp8': expected one of"),
+    ({"residual_dtype": "float16"}, "GPTConfig.residual_dtype='float16'"),
+    ({"embed_scalar_param_dtype": "int8"}, "GPTConfig.embed_scalar_param_dtype='int8'"),
+    ({"activation": "swish"}, "GPTConfig.activation='swish'"),
+    ({"model_dim": 30, "num_heads": 4}, "GPTConfig.num_heads=4: model_dim 30"),
+    ({"num_heads": 0}, "GPTConfig.num_heads=0"),
+    ({"num_layers": -1}, "GPTConfig.num_layers=-1"),
+    ({"head_dim": 5, "positional": "rotary"}, "GPTConfig.positional='rotary': needs an even head dimension"),
+    ({"value_embeddings": 2}, "GPTConfig.value_embeddings=2"),
+    ({"num_layers": 1, "unet_skips": True}, "GPTConfig.unet_skips=True"),
+    ({"logit_vocab_size": 100}, "GPTConfig.logit_vocab_size=100"),
+    ({"logit_softcap": -1.0}, "GPTConfig.logit_softcap=-1.0"),
+    ({"rotary_base": 0.0}, "GPTConfig.rotary_base=0.0"),
+])
+def test_bad_values_are_config_errors(kwargs, field):
+    with pytest.raises(launch.ConfigError) as info:
+        dataclasses.replace(TINY, **kwargs)
+    assert str(info.value).splitlines()[0].startswith(field), str(info.value)  # The launcher prints line 1.

@@ -63,3 +63,18 @@ def test_binary_exits_2_with_one_line(args, culprit, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and culprit in last
     assert not os.path.exists(os.path.join(REPO_ROOT, "runs", "missing"))
+
+
+@pytest.mark.parametrize("binding, culprit", [
+    ("GPTConfig.dtype = 'fp8'", "GPTConfig.dtype='fp8'"),
+    ("GPTConfig.num_heads = 5", "GPTConfig.num_heads=5"),
+    ("GPTConfig.residual_dtype = 'float64'", "GPTConfig.residual_dtype"),
+    ("make_optimizer.kind = 'sgd'", "make_optimizer.kind"),
+    ("lr_schedule.warmup_fraction = 1.5", "lr_schedule.warmup_fraction"),
+])
+def test_value_checks_inside_configurables_are_one_line(binding, culprit, tmp_path):
+    proc = run_binary("experiments.speedrun", "--gin_file=" + SMOKE, f"--gin_bindings={binding}",
+                      f"--workdir={tmp_path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and culprit in last

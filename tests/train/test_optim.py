@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from libs.train import optim
+from libs.train import launch, optim
 
 
 def _params():
@@ -75,5 +75,111 @@ def test_normalize_per_parameter():
 
 
 def test_unknown_kind_is_rejected():
-    with pytest.raises(ValueError, match="make_optimizer.kind"):
+    with pytest.raises(launch.ConfigError, match="make_optimizer.kind"):
         optim.make_optimizer(_params(), 10, kind="sgd")
+
+
+# --- a fused QKV kernel is one parameter; bf16 storage; config errors ------------------------------
+
+
+def _fused_params():
+    return {
+        "embed": {"embedding": jnp.zeros((64, 32))},
+        "block_0": {"attn": {"qkv": {"kernel": jnp.zeros((32, 96))}}},
+    }
+
+
+def _ill_conditioned(rows, cols, seed=0):
+    """A (rows, cols) matrix, rows <= cols, with singular values spread over 1.5 decades."""
+    u, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(rows, rows)))
+    v, _ = np.linalg.qr(np.random.default_rng(seed + 1).normal(size=(cols, rows)))
+    return jnp.asarray((u * np.logspace(0, -1.5, rows)) @ v.T, jnp.float32)
+
+
+@pytest.mark.parametrize("scale, factor", [("none", 1.0), ("max_dim", 96**0.5), ("out_in", 3**0.5)])
+def test_muon_orthogonalises_a_fused_qkv_kernel_as_one_matrix(scale, factor):
+    params = _fused_params()
+    assert optim.param_groups(params)["block_0"]["attn"]["qkv"]["kernel"] == "muon"
+    tx = optim.make_optimizer(params, total_steps=10, kind="muon", muon_lr=1.0, muon_scale=scale, grad_clip=0.0)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    grads["block_0"]["attn"]["qkv"]["kernel"] = _ill_conditioned(32, 96)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    update = np.asarray(updates["block_0"]["attn"]["qkv"]["kernel"]) / -factor  # Scale from the fused shape.
+    sv = np.linalg.svd(update, compute_uv=False)
+    # One orthogonalisation of the whole 32 x 96 matrix: singular values near 1. Three separate 32 x 32
+    # orthogonalisations side by side would give singular values near sqrt(3).
+    assert np.all(sv > 0.5) and np.all(sv < 1.3) and abs(np.mean(sv) - 1.0) < 0.2, sv
+
+
+def test_gradient_normalisation_sees_a_fused_qkv_kernel_as_one_parameter():
+    from libs.models import gpt  # pylint: disable=import-outside-toplevel
+    from libs.train.state import strip_boxes  # pylint: disable=import-outside-toplevel
+
+    cfg = gpt.GPTConfig(vocab_size=64, num_layers=1, num_heads=2, model_dim=32, max_seq_len=16, dtype="float32",
+                        use_bias=False, fused_qkv=True)
+    params = strip_boxes(gpt.GPT(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+    assert set(params["block_0"]["attn"]) == {"qkv", "out"}
+    grads = jax.tree_util.tree_map(lambda p: jax.random.normal(jax.random.key(1), p.shape), params)
+    scale = jnp.asarray([1.0] * 32 + [10.0] * 32 + [0.1] * 32)  # Q, K and V gradients of unequal size.
+    grads["block_0"]["attn"]["qkv"]["kernel"] = grads["block_0"]["attn"]["qkv"]["kernel"] * scale
+    normed, _ = optim.normalize_per_parameter().update(grads, optax.EmptyState())
+    kernel = np.asarray(normed["block_0"]["attn"]["qkv"]["kernel"])
+    assert np.linalg.norm(kernel) == pytest.approx(1.0, rel=1e-5)  # One norm for the whole matrix...
+    thirds = [np.linalg.norm(kernel[:, i * 32 : (i + 1) * 32]) for i in range(3)]
+    assert thirds[1] > 0.9 and thirds[0] < 0.2 and thirds[2] < 0.02, thirds  # ...not one per Q, K, V.
+
+
+@pytest.mark.parametrize("microbatches", [1, 2])
+def test_bf16_stored_params_keep_their_dtypes_through_a_train_step(microbatches):
+    from libs.models import gpt  # pylint: disable=import-outside-toplevel
+    from libs.train import state  # pylint: disable=import-outside-toplevel
+
+    cfg = gpt.GPTConfig(vocab_size=64, num_layers=2, num_heads=2, model_dim=32, max_seq_len=16, dtype="float32",
+                        positional="rotary", norm="rmsnorm", use_bias=False, tie_embeddings=False, embed_skip=True,
+                        value_residual=True, unet_skips=True, embed_scalar_param_dtype="bfloat16")
+    model = gpt.GPT(cfg)
+    tokens = jax.random.randint(jax.random.key(0), (4, 16), 0, 64)
+    params = state.strip_boxes(model.init(jax.random.key(0), tokens)["params"])
+    assert params["embed"]["embedding"].dtype == jnp.bfloat16 and params["head"].dtype == jnp.float32
+    for clip in (0.0, 1.0):
+        tx = optim.make_optimizer(params, 10, kind="muon", scalar_lr=0.02, grad_clip=clip)
+        before = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+                  "rng": jnp.zeros((2,), jnp.uint32)}
+        loss_fn = lambda p, x, y: model.apply({"params": p}, x, y)
+        step = jax.jit(state.make_train_step(loss_fn, tx, microbatches))
+        after, metrics = step(before, tokens, jnp.roll(tokens, -1, axis=1))
+        dtypes = lambda tree: [jnp.asarray(x).dtype for x in jax.tree_util.tree_leaves(tree)]
+        assert dtypes(after) == dtypes(before)  # Adam moments of bf16 params stay bf16.
+        assert jax.tree_util.tree_structure(after) == jax.tree_util.tree_structure(before)
+        assert np.isfinite(float(metrics["loss"]))
+        moments = [x for x in jax.tree_util.tree_leaves(after["opt_state"]) if x.dtype == jnp.bfloat16]
+        assert moments and not np.array_equal(after["params"]["embed"]["embedding"], params["embed"]["embedding"])
+
+
+@pytest.mark.parametrize("fn, kwargs, name", [
+    (optim.make_optimizer, {"kind": "sgd"}, "make_optimizer.kind='sgd'"),
+    (optim.make_optimizer, {"muon_scale": "spectral"}, "make_optimizer.muon_scale='spectral'"),
+    (optim.make_optimizer, {"adam_lr": 0.0}, "make_optimizer.adam_lr=0.0"),
+    (optim.make_optimizer, {"muon_lr": -0.02, "kind": "muon"}, "make_optimizer.muon_lr=-0.02"),
+    (optim.make_optimizer, {"embed_lr": -1.0}, "make_optimizer.embed_lr=-1.0"),
+    (optim.make_optimizer, {"b2": 1.0}, "make_optimizer.b2=1.0"),
+    (optim.make_optimizer, {"weight_decay": -0.1}, "make_optimizer.weight_decay=-0.1"),
+    (optim.make_optimizer, {"grad_clip": -1.0}, "make_optimizer.grad_clip=-1.0"),
+    (optim.make_optimizer, {"muon_ns_steps": 0}, "make_optimizer.muon_ns_steps=0"),
+    (optim.make_optimizer, {"total_steps": 0}, "make_optimizer: total_steps=0"),
+    (optim.lr_schedule, {"decay": "step"}, "lr_schedule.decay='step'"),
+    (optim.lr_schedule, {"warmup_fraction": 1.5}, "lr_schedule.warmup_fraction=1.5"),
+    (optim.lr_schedule, {"decay_fraction": -0.2}, "lr_schedule.decay_fraction=-0.2"),
+    (optim.lr_schedule, {"final_fraction": 2.0}, "lr_schedule.final_fraction=2.0"),
+    (optim.lr_schedule, {"decay": "trapezoid", "warmup_fraction": 0.6, "decay_fraction": 0.6},
+     "lr_schedule.decay_fraction=0.6: warmup"),
+    (optim.lr_schedule, {"total_steps": -5}, "lr_schedule: total_steps=-5"),
+    (optim.momentum_warmup, {"start": 1.2}, "momentum_warmup.start=1.2"),
+    (optim.momentum_warmup, {"fraction": 2.0}, "momentum_warmup.fraction=2.0"),
+])
+def test_bad_values_are_config_errors(fn, kwargs, name):
+    kwargs = {"total_steps": 10, **kwargs}
+    args = (_params(),) if fn is optim.make_optimizer else ()
+    with pytest.raises(launch.ConfigError) as info:
+        fn(*args, **kwargs)
+    assert str(info.value).splitlines()[0].startswith(name), str(info.value)
