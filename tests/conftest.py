@@ -28,3 +28,27 @@ def clean_gin():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+def train_losses(gin_files, gin_bindings, steps, batch, seq_len):
+    """Losses of `steps` train steps on fixed random byte tokens, and the final state (sharding tests)."""
+    import gin
+    import jax
+    import numpy as np
+
+    from libs.train import launch, trainer
+
+    launch.parse_config(gin_files, gin_bindings)
+    exp = trainer.build(total_steps=steps, seq_len=seq_len, global_batch_size=batch, microbatches=1)
+    rng = np.random.default_rng(0)
+    with exp.context():
+        state = exp.init_state(seed=0)
+        losses = []
+        for _ in range(steps):
+            tokens = rng.integers(0, 257, size=(batch, seq_len + 1), dtype=np.int32)
+            inputs = jax.device_put(tokens[:, :-1], exp.batch_sharding)
+            targets = jax.device_put(tokens[:, 1:], exp.batch_sharding)
+            state, out = exp.step_fn(state, inputs, targets)
+            losses.append(float(out["loss"]))
+    gin.clear_config()
+    return np.array(losses), state, exp

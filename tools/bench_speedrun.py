@@ -1,6 +1,7 @@
 r"""Train-step throughput of a speedrun config on random tokens, optionally vs an anchor.
 
     python -m tools.bench_speedrun                       # small CPU config, < 1 min
+    python -m tools.bench_speedrun --gin_file=configs/speedrun/llama3_small.gin   # any model family
     python -m tools.bench_speedrun --gin_file=configs/speedrun/gpt2_124m.gin \
         --batch=64 --steps=20 --warmup=3 --json_out=/tmp/bench.json \
         --anchor=/work/shared/anchors/jax_gpt2_ref.py
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from libs.models import gpt
+from libs.models import gpt, registry
 from libs.train import launch, metrics, trainer
 
 DEFAULT_GIN_FILES = ["configs/speedrun/smoke.gin"]
@@ -120,7 +121,8 @@ def benchmark(batch: int, steps: int, warmup: int, microbatches: int = 1) -> dic
         "jax_version": jax.__version__,
         "params": int(exp.n_params),
         "flops_per_token": float(exp.flops_per_token),
-        "layers": cfg.num_layers, "model_dim": cfg.model_dim, "num_heads": cfg.num_heads,
+        "family": type(cfg).__name__, "layers": cfg.num_layers, "model_dim": cfg.model_dim,
+        "num_heads": cfg.num_heads, "num_kv_heads": getattr(cfg, "num_kv_heads", cfg.num_heads),
         "vocab_size": cfg.vocab_size, "dtype": cfg.dtype,
         "seq_len": seq_len, "batch_per_device": batch, "global_batch": global_batch,
         "microbatches": microbatches, "tokens_per_step": tokens_per_step,
@@ -146,8 +148,9 @@ def report(r: dict[str, Any]) -> str:
     mem = r["peak_mem_bytes"]
     lines = [
         f"device         {r['device_kind']} x{r['device_count']} ({r['backend']}), jax {r['jax_version']}",
-        f"model          {r['params'] / 1e6:.2f}M params, {r['layers']} layers x {r['model_dim']} wide, "
-        f"{r['num_heads']} heads, vocab {r['vocab_size']}, {r['dtype']}",
+        f"model          {r['family']}, {r['params'] / 1e6:.2f}M params, {r['layers']} layers x "
+        f"{r['model_dim']} wide, {r['num_heads']} heads ({r['num_kv_heads']} K/V), vocab {r['vocab_size']}, "
+        f"{r['dtype']}",
         f"FLOPs/token    {r['flops_per_token']:.4g}",
         f"batch          {r['global_batch']} x {r['seq_len']} = {r['tokens_per_step']:,} tokens/step "
         f"({r['batch_per_device']}/device, {r['microbatches']} microbatch(es))",
@@ -191,7 +194,12 @@ def main(argv):
     anchor = None
     if _ANCHOR.value:
         # Before this process touches a device: XLA would claim most accelerator memory.
-        cfg = gpt.GPTConfig()
+        spec = registry.make_model()
+        if spec.family != "gpt":
+            print(f"error: --anchor is a GPT-2 script; make_model.family={spec.family!r} has no anchor",
+                  file=sys.stderr)
+            sys.exit(launch.EXIT_USER_ERROR)
+        cfg = spec.cfg
         platforms = (jax.config.jax_platforms or "").lower()
         on_gpu = "cuda" in platforms or "gpu" in platforms or (not platforms and _gpu_visible())
         kind = str(_query("make_optimizer.kind", "adamw"))

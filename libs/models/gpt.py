@@ -20,11 +20,16 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from libs.models import losses
+from libs.models import layers, losses
 from libs.train.launch import ConfigError
 
 Array = jax.Array
-_constrain = nn.with_logical_constraint
+_constrain = layers.constrain
+_FAN_IN_UNIFORM = layers.FAN_IN_UNIFORM  # PyTorch's nn.Linear default
+_stored_as = layers.stored_as
+_symmetric_uniform = layers.symmetric_uniform
+rms_norm = layers.rms_norm  # parameter-free here (no scale), eps 1e-6
+count_params = layers.count_params
 
 
 @gin.configurable
@@ -144,13 +149,6 @@ class GPTConfig:
         return jnp.dtype(self.embed_scalar_param_dtype)
 
 
-def _stored_as(init, dtype):
-    """`init` sampled in float32, then stored in `dtype` (PyTorch's init followed by .bfloat16())."""
-    if dtype == jnp.float32:
-        return init
-    return lambda key, shape, _dtype=None: init(key, shape, jnp.float32).astype(dtype)
-
-
 def _dense(cfg: GPTConfig, features: int, axes: tuple[str, str], name: str, zero: bool = False, residual=False):
     if zero:
         init = nn.initializers.zeros
@@ -185,21 +183,9 @@ class Norm(nn.Module):
         )(x)
 
 
-def rms_norm(x: Array, eps: float = 1e-6) -> Array:
-    """Parameter-free RMSNorm computed in float32."""
-    x32 = x.astype(jnp.float32)
-    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
-
-
 def rotary(x: Array, base: float) -> Array:
-    """Rotary position embedding over the last axis of a (batch, length, heads, dim) array."""
-    _, length, _, dim = x.shape
-    inv_freq = 1.0 / (base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
-    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None, :]
-    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    out = jnp.concatenate([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], axis=-1)
-    return out.astype(x.dtype)
+    """The speedrun's rotary embedding: halves paired, turned clockwise (see layers.rotary)."""
+    return layers.rotary(x, layers.rope_inv_freq(x.shape[-1], base), style="half", clockwise=True)
 
 
 def _scalar(module: nn.Module, name: str, value, shape=()) -> Array:
@@ -238,27 +224,10 @@ class Attention(nn.Module):
         if cfg.positional == "rotary":
             q, k = rotary(q, cfg.rotary_base), rotary(k, cfg.rotary_base)
         q, k, v = (_constrain(t, ("act_batch", "act_len", "act_heads", None)) for t in (q, k, v))
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=_attention_impl(cfg, q))
+        out = layers.attention(q, k, v, cfg.attention_impl)
         out = out.reshape(batch, length, heads * dim)
         proj = _dense(cfg, cfg.model_dim, ("heads", "embed"), "out", cfg.zero_init_proj, residual=True)
         return proj(out), v_first
-
-
-def _attention_impl(cfg: GPTConfig, q: Array) -> str | None:
-    if cfg.attention_impl == "xla":
-        return None
-    if cfg.attention_impl == "cudnn":
-        return "cudnn"
-    usable = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and q.shape[-1] <= 128
-    return "cudnn" if usable else None
-
-
-# PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-_FAN_IN_UNIFORM = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def _symmetric_uniform(limit: float):
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
 def _embed_init(cfg: GPTConfig):
@@ -390,10 +359,6 @@ class GPT(nn.Module):
         return out
 
 
-def count_params(params: Any) -> int:
-    return sum(x.size for x in jax.tree_util.tree_leaves(params))
-
-
 def flops_per_token(cfg: GPTConfig, params: Any, seq_len: int) -> float:
     """Training FLOPs per token: 6 * (matmul parameters) + 12 * layers * width * context.
 
@@ -401,12 +366,6 @@ def flops_per_token(cfg: GPTConfig, params: Any, seq_len: int) -> float:
     table, value-embedding tables and (when untied) the input embedding are left
     out; a tied embedding counts once, as the head.
     """
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
     lookup_only = ("pos_embed", "value_embed_") + (() if cfg.tie_embeddings else ("embed",))
-    matmul = 0
-    for path, leaf in flat:
-        top = str(getattr(path[0], "key", path[0]))
-        if not any(top == name or (name.endswith("_") and top.startswith(name)) for name in lookup_only):
-            matmul += leaf.size
-    attn_width = cfg.num_heads * cfg.dims_per_head
-    return 6.0 * matmul + 12.0 * cfg.num_layers * attn_width * seq_len
+    return layers.matmul_flops_per_token(params, lookup_only, cfg.num_layers, cfg.num_heads * cfg.dims_per_head,
+                                         seq_len)

@@ -1,7 +1,7 @@
 """The device mesh and the logical-axis rules, both from config.
 
 Model code names the axes of its parameters and activations logically
-(`embed`, `mlp`, `heads`, `vocab`, `act_batch`, ...); a rules table maps each
+(`embed`, `mlp`, `heads`, `kv_heads`, `vocab`, `act_batch`, ...); a rules table maps each
 logical name to a mesh axis (`data`, `fsdp`, `tensor`) or to None (replicated).
 """
 
@@ -27,10 +27,12 @@ DEFAULT_RULES = (
     ("act_len", None),
     ("act_embed", None),
     ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
     ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
     ("embed", "fsdp"),
     ("heads", "tensor"),
+    ("kv_heads", "tensor"),  # GQA key/value heads (Llama); their count must divide by the tensor axis
     ("mlp", "tensor"),
     ("vocab", "tensor"),
     ("layers", None),
@@ -89,6 +91,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_axis_size(mesh: Mesh, rules) -> int:
     """How many ways the batch dimension is split."""
     spec = nn.logical_to_mesh_axes(("act_batch",), rules)[0]
+    if spec is None:
+        return 1
+    names = (spec,) if isinstance(spec, str) else spec
+    return math.prod(mesh.shape[n] for n in names)
+
+
+def axis_size(mesh: Mesh, rules, logical: str) -> int:
+    """How many ways the logical axis `logical` is split on `mesh` (1 when it has no rule)."""
+    if logical not in dict(rules):
+        return 1
+    spec = nn.logical_to_mesh_axes((logical,), rules)[0]
     if spec is None:
         return 1
     names = (spec,) if isinstance(spec, str) else spec

@@ -1,4 +1,4 @@
-"""The language-model training loop shared by the speedrun (and later Llama) binaries.
+"""The language-model training loop shared by the speedrun and Llama configs (any `registry` family).
 
     mesh from config -> abstract state -> shardings -> jit(init) or restore
     -> loop: this process's batch -> jit(step) -> progress / metrics every N
@@ -27,7 +27,7 @@ from absl import logging
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from libs.models import gpt
+from libs.models import layers, registry
 from libs.train import checkpoint, corpus, data, metrics, optim, rundir, sharding, shards, state
 from libs.train.errors import UserError
 from libs.train.launch import NON_NEGATIVE, POSITIVE
@@ -56,7 +56,7 @@ def train(
     seed: int = 0,
     plot: bool = True,
 ) -> dict[str, Any]:
-    """Trains `gpt.GPT(gpt.GPTConfig())` and returns a summary dict.
+    """Trains the gin-configured model (`make_model.family`: the GPT by default) and returns a summary dict.
 
     Args:
       workdir: run directory; a rerun in the same directory resumes.
@@ -111,10 +111,10 @@ def _refuse_config_mismatch(error: Exception) -> None:
 class Experiment:
     """Everything jitted and sharded for one model/optimizer config (no data)."""
 
-    cfg: gpt.GPTConfig
+    cfg: Any  # gpt.GPTConfig | llama.LlamaConfig
     mesh: Mesh
     rules: tuple
-    model: gpt.GPT
+    model: nn.Module  # gpt.GPT | llama.Llama
     tx: Any
     sample: jax.ShapeDtypeStruct
     shardings: dict[str, Any]
@@ -140,16 +140,17 @@ class Experiment:
 
 def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: int) -> Experiment:
     """Builds the model, optimizer, shardings and jitted step for the gin config."""
-    cfg = gpt.GPTConfig()
+    spec = registry.make_model()
+    cfg, model, cfg_name = spec.cfg, spec.module, type(spec.cfg).__name__
     if seq_len > cfg.max_seq_len:
-        raise UserError(f"train.seq_len={seq_len} exceeds GPTConfig.max_seq_len={cfg.max_seq_len}")
+        raise UserError(f"train.seq_len={seq_len} exceeds {cfg_name}.max_seq_len={cfg.max_seq_len}")
     mesh, rules = sharding.make_mesh(), sharding.logical_rules()
+    _check_head_split(cfg, mesh, rules)
     split = sharding.batch_axis_size(mesh, rules) * microbatches
     if global_batch_size % split:
         raise UserError(
             f"train.global_batch_size={global_batch_size} must divide by batch shards x microbatches = {split}"
         )
-    model = gpt.GPT(cfg)
     sample = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         abstract_params, specs = state.param_specs(model, sample)
@@ -166,7 +167,20 @@ def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: 
     eval_loss = lambda p, x, y: model.apply({"params": p}, x, y, train=False)
     eval_fn = jax.jit(eval_loss, in_shardings=(shardings["params"], batch_sh, batch_sh))
     return Experiment(cfg, mesh, rules, model, tx, sample, shardings, batch_sh, step_fn, eval_fn,
-                      gpt.count_params(abstract_params), gpt.flops_per_token(cfg, abstract_params, seq_len))
+                      layers.count_params(abstract_params), spec.flops_per_token(abstract_params, seq_len))
+
+
+def _check_head_split(cfg, mesh: Mesh, rules) -> None:
+    """Head-sharded axes must divide by their mesh axes (else XLA fails later with a shape error)."""
+    name = type(cfg).__name__
+    if not hasattr(cfg, "num_kv_heads"):  # The GPT shards its flattened head columns; nothing to check.
+        return
+    for field, axis in (("num_heads", "heads"), ("num_kv_heads", "kv_heads")):
+        count = getattr(cfg, field)
+        ways = sharding.axis_size(mesh, rules, axis)
+        if count % ways:
+            raise UserError(f"{name}.{field}={count} does not divide by the {ways}-way split of '{axis}' "
+                            f"(mesh {dict(mesh.shape)}); change make_mesh or the '{axis}' rule of logical_rules")
 
 
 def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens):
@@ -208,7 +222,8 @@ class _Loop:
     def _device_batch(self, inputs: np.ndarray, targets: np.ndarray):
         vocab = self.exp.cfg.vocab_size
         if inputs.max(initial=0) >= vocab or targets.max(initial=0) >= vocab:
-            raise UserError(f"token id {max(inputs.max(), targets.max())} >= GPTConfig.vocab_size {vocab}")
+            raise UserError(f"token id {max(inputs.max(), targets.max())} >= "
+                            f"{type(self.exp.cfg).__name__}.vocab_size {vocab}")
         sh = self.exp.batch_sharding
         return jax.make_array_from_process_local_data(sh, inputs), jax.make_array_from_process_local_data(sh, targets)
 

@@ -13,13 +13,15 @@ from tests.conftest import REPO_ROOT
 ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.gin"), recursive=True))
 CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun" + os.sep in p]
 LFS_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "lfs" + os.sep in p]
+LLAMA_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "llama" + os.sep in p]
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
 BASE = os.path.join(REPO_ROOT, "configs", "speedrun", "gpt2_124m.gin")
 LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 
 def test_every_config_is_covered():
-    assert set(ALL_CONFIGS) == set(CONFIGS) | set(LFS_CONFIGS), "a new configs/ folder needs a test here"
+    assert set(ALL_CONFIGS) == set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS), \
+        "a new configs/ folder needs a test here"
 
 
 def _files(path):
@@ -70,3 +72,16 @@ def test_lfs_configs_parse_with_known_tasks_and_policies(path, clean_gin):
     bound = lambda name: gin.query_parameter(name) if name in gin.config_str() else ()  # noqa: E731
     assert set(bound("run.tasks")) <= set(lfs_experiment.TASKS)
     assert set(bound("run.policies")) <= set(lfs_experiment.POLICIES)
+
+
+@pytest.mark.parametrize("path", LLAMA_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_llama_configs_bind_the_architecture_only(path, clean_gin):
+    """configs/llama/ files select the family and bind LlamaConfig; the trainer builds them abstractly
+    (tests/models/test_llama.py checks each parameter count against the published one)."""
+    launch.parse_config([path], ["make_mesh.data = 1"])
+    for line in open(path):
+        line = line.split("#")[0].strip()
+        if "=" in line:
+            assert line.startswith(("LlamaConfig.", "make_model.family")), (path, line)
+    exp = trainer.build(10, 2048, 8, 1)
+    assert type(exp.cfg).__name__ == "LlamaConfig" and exp.n_params > 1e8

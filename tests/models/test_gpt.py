@@ -213,3 +213,20 @@ def test_bad_values_are_config_errors(kwargs, field):
     with pytest.raises(launch.ConfigError) as info:
         dataclasses.replace(TINY, **kwargs)
     assert str(info.value).splitlines()[0].startswith(field), str(info.value)  # The launcher prints line 1.
+
+
+def test_rotary_from_the_shared_layers_keeps_the_speedrun_formula_bit_for_bit():
+    """gpt.rotary now calls layers.rotary (clockwise, halves paired); this is the formula it replaced."""
+    x = jax.random.normal(jax.random.key(0), (2, 9, 3, 8), jnp.bfloat16)
+
+    def before(x, base):
+        _, length, _, dim = x.shape
+        inv_freq = 1.0 / (base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+        angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+        cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+        x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+        return jnp.concatenate([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
+
+    for base in (10000.0, 1024.0):
+        got = jax.jit(gpt.rotary, static_argnums=1)(x, base)
+        np.testing.assert_array_equal(got, jax.jit(before, static_argnums=1)(x, base))

@@ -73,3 +73,13 @@ def test_lfs_standin_grades_two_levels(tmp_path):
     assert len(rows) == 20 and {r[1] for r in rows} == {"lfs", "bestfs", "tot_bfs", "mcts"}
     assert (tmp_path / "docs" / "grades.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exact", "weak"]
+
+
+def test_bench_speedrun_times_a_llama_and_refuses_the_gpt_anchor(tmp_path):
+    out = tmp_path / "bench.json"
+    llama = ["--gin_file=configs/speedrun/llama3_tiny.gin", "--batch=2", "--steps=1", "--warmup=0"]
+    proc = _run(["tools.bench_speedrun", *llama, f"--json_out={out}"])
+    assert "LlamaConfig" in proc.stdout and json.loads(out.read_text())["family"] == "LlamaConfig"
+    refused = subprocess.run([sys.executable, "-m", "tools.bench_speedrun", *llama, "--anchor=/nonexistent.py"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "has no anchor" in refused.stderr

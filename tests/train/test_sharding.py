@@ -3,12 +3,12 @@
 Runs on eight fake CPU devices (set in tests/conftest.py).
 """
 
-import gin
 import jax
 import numpy as np
 import pytest
 
-from libs.train import launch, sharding, trainer
+from libs.train import launch, sharding
+from tests.conftest import train_losses
 
 FILES = ["configs/speedrun/record_11.gin", "configs/speedrun/cpu_scale.gin"]  # Muon, U-net, every switch
 TINY = [
@@ -22,20 +22,8 @@ STEPS, BATCH, SEQ = 4, 16, 32
 
 
 def _losses(mesh_bindings):
-    launch.parse_config(FILES, TINY + mesh_bindings)
-    exp = trainer.build(total_steps=STEPS, seq_len=SEQ, global_batch_size=BATCH, microbatches=1)
-    rng = np.random.default_rng(0)
-    with exp.context():
-        state = exp.init_state(seed=0)
-        losses = []
-        for _ in range(STEPS):
-            tokens = rng.integers(0, 257, size=(BATCH, SEQ + 1), dtype=np.int32)
-            inputs = jax.device_put(tokens[:, :-1], exp.batch_sharding)
-            targets = jax.device_put(tokens[:, 1:], exp.batch_sharding)
-            state, out = exp.step_fn(state, inputs, targets)
-            losses.append(float(out["loss"]))
-    gin.clear_config()
-    return np.array(losses), state
+    losses, state, _ = train_losses(FILES, TINY + mesh_bindings, STEPS, BATCH, SEQ)
+    return losses, state
 
 
 @pytest.fixture(scope="module")
