@@ -33,8 +33,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 EXIT_USER_ERROR = 2
 RESUMABLE = ("incomplete", "budget")  # result statuses that leave work for a rerun
 # Things that look like credentials: provider key prefixes, bearer tokens, long unbroken secrets.
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|xox[abp]-[0-9A-Za-z-]{10,}|"
-                     r"hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|Bearer\s+\S{16,})")
+_SECRET = re.compile(r"(?<![A-Za-z0-9])(sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|"
+                     r"xox[abp]-[0-9A-Za-z-]{10,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|Bearer\s+\S{16,})")
 
 
 def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:

@@ -89,6 +89,15 @@ def test_an_unusable_workdir_is_one_line(kind, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot use --workdir={workdir}")
 
 
+def test_only_key_like_values_count_as_secrets():
+    from libs.train.launch import _SECRET  # pylint: disable=protected-access,import-outside-toplevel
+
+    assert _SECRET.search("LLMConfig.api_key_env = 'sk-proj-abcdefghijklmnop1234567890'")
+    assert _SECRET.search('headers = {"Authorization": "Bearer abcdefghijklmnopqrstuvwxyz"}')
+    assert not _SECRET.search('run.tasks = ["task-abcdefghijklmnopqrstu"]')  # "sk-" inside a word
+    assert not _SECRET.search("LLMConfig.api_key_env = 'OPENAI_API_KEY'")
+
+
 def test_a_key_in_the_config_is_refused_before_any_file_is_written(tmp_path):
     proc = run_binary("experiments.lfs", "--gin_file=configs/lfs/llm.gin", f"--workdir={tmp_path / 'run'}",
                       "--gin_bindings=LLMConfig.api_key_env = 'sk-proj-abcdefghijklmnop1234567890'")
