@@ -62,6 +62,10 @@ def calibration(level: str, num_games: int, seed: int, samples_per_game: int = 3
 
 def main(argv):
     del argv
+    unknown = [lv for lv in _LEVELS.value if lv not in standin.LEVELS]
+    if unknown:
+        print(f"error: --levels: unknown {unknown}; expected some of {list(standin.LEVELS)}", file=sys.stderr)
+        sys.exit(2)
     results, calib, seconds = {}, {}, {}
     for level in _LEVELS.value:
         t0 = time.perf_counter()

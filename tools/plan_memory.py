@@ -14,6 +14,8 @@ this machine's devices.
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags
 
 from libs.models import registry  # registers make_model and the model configs with gin
@@ -46,7 +48,8 @@ def main(argv):
         device = int(_DEVICE_GIB.value * planner.GIB)
         plan = planner.plan_config(_SEQ_LEN.value, _BATCH.value, _mesh(_MESH.value), device, _FUSED.value)
     except (launch.ConfigError, launch.UserError) as e:
-        raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(launch.EXIT_USER_ERROR)
     print(plan.table())
     if _SUGGEST.value:
         cfg = registry.make_model().cfg

@@ -149,9 +149,6 @@ class PuzzleProblem(Problem):
     def decode(self, data: Any):
         return self.game.decode(data)
 
-    def key(self, state) -> Any:
-        return self.game.key(state)
-
     def tokens_used(self) -> int:
         return self.earlier_tokens + self.scorer.tokens
 

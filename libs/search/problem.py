@@ -63,10 +63,6 @@ class Problem(abc.ABC):
         del path, children
         return {}
 
-    def key(self, state: Any) -> Any:
-        """A JSON-able identity of `state`."""
-        return self.encode(state)
-
     def encode(self, state: Any) -> Any:
         """`state` as JSON (for the journal)."""
         return state

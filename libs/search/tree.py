@@ -103,7 +103,6 @@ class Tree:
         self._encode, self._decode = encode, decode
         self.policy_state: dict[str, Any] = {}
         self.elapsed_s = 0.0  # wall time of earlier sessions of this search
-        self._child_keys: dict[int, set] = {}
         self._replay(self.journal.read())
 
     def __len__(self) -> int:
@@ -116,21 +115,16 @@ class Tree:
     def root(self) -> Node:
         return self.nodes[0]
 
-    def add(self, state: Any, parents: Iterable[int] = (), key: Any = None, **fields) -> Node:
-        """Adds a node (journaled); `key` lets `has_child` dedupe re-expansions after a resume."""
+    def add(self, state: Any, parents: Iterable[int] = (), **fields) -> Node:
+        """Adds a node (journaled)."""
         parents = tuple(parents)
         depth = 1 + max((self.nodes[p].depth for p in parents), default=-1)
         node = Node(id=len(self.nodes), state=state, parents=parents, depth=depth, **fields)
-        key_text = _jsonable_key(key)
-        self._insert(node, key_text)
-        event = {"event": "node", "id": node.id, "state": self._encode(state), "parents": list(parents),
-                 "key": key_text}
+        self._insert(node)
+        event = {"event": "node", "id": node.id, "state": self._encode(state), "parents": list(parents)}
         event.update({f: getattr(node, f) for f in NODE_FIELDS if getattr(node, f) != _DEFAULTS[f]})
         self.journal.append(event)
         return node
-
-    def has_child(self, parent: int, key: Any) -> bool:
-        return _jsonable_key(key) in self._child_keys.get(parent, ())
 
     def update(self, node: Node, **fields) -> None:
         for name, value in fields.items():
@@ -159,12 +153,10 @@ class Tree:
     def solutions(self) -> list[Node]:
         return [n for n in self.nodes if n.solved]
 
-    def _insert(self, node: Node, key_text: str | None) -> None:
+    def _insert(self, node: Node) -> None:
         self.nodes.append(node)
         for p in node.parents:
             self.nodes[p].children.append(node.id)
-            if key_text is not None:
-                self._child_keys.setdefault(p, set()).add(key_text)
 
     def _replay(self, events: list[dict[str, Any]]) -> None:
         for e in events:
@@ -174,7 +166,7 @@ class Tree:
                 parents = tuple(e["parents"])
                 depth = 1 + max((self.nodes[p].depth for p in parents), default=-1)
                 node = Node(id=e["id"], state=self._decode(e["state"]), parents=parents, depth=depth, **fields)
-                self._insert(node, e.get("key"))
+                self._insert(node)
             elif kind == "update":
                 node = self.nodes[e["id"]]
                 for name, value in e.items():
@@ -214,7 +206,3 @@ class PathStates(Sequence):
 _DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
              for f in dataclasses.fields(Node) if f.name in NODE_FIELDS}
 
-
-def _jsonable_key(key: Any) -> Any:
-    """Keys round-trip through JSON, so tuples become lists: compare them as JSON text."""
-    return None if key is None else json.dumps(key, sort_keys=True)
