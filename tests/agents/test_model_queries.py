@@ -73,3 +73,23 @@ def test_five_failed_attempts_give_the_papers_fallback(kind):
     assert answer == FALLBACKS[kind]
     assert scorer.stats.fallbacks == 1 and scorer.stats.calls == 8 and len(model.calls) == 9
     assert FALLBACKS == {"child_values": {}, "value": None, "explore": False, "priors": {}}
+
+
+def test_structured_queries_send_the_answer_schema_and_parse_the_bare_object():
+    model = FakeModel('{"operation_values": {"0": 0.9, "2": 0.1}}')
+    scorer = ModelScorer(model, "fake", structured=True)
+    answer = asyncio.run(scorer.ask("child_values", "countdown", PROMPT, [0, 2]))
+    assert answer == {0: 0.9, 2: 0.1}
+    schema = model.calls[0][1]["response_format"]["json_schema"]["schema"]
+    values = schema["properties"]["operation_values"]
+    assert values["required"] == ["0", "2"] and values["properties"]["0"] == {"type": "number", "minimum": 0,
+                                                                                "maximum": 1}
+    assert schema["additionalProperties"] is False
+
+
+def test_a_structured_reply_that_does_not_parse_ends_the_attempt_without_a_corrective_turn():
+    model = FakeModel('{"operation_values": {"0": 1.5, "2": 0.1}}', '{"operation_values": {"0": 0.5, "2": 0.1}}')
+    scorer = ModelScorer(model, "fake", structured=True)
+    answer = asyncio.run(scorer.ask("child_values", "countdown", PROMPT, [0, 2]))
+    assert answer == {0: 0.5, 2: 0.1}
+    assert len(model.calls) == 2 and model.calls[1][0] == model.calls[0][0]  # a fresh attempt, no "try again"

@@ -1,0 +1,1 @@
+"""Inference: tokenizers, decoding, and serving for trained or imported checkpoints."""
