@@ -7,8 +7,9 @@ r"""Local inference speed: prefill and decode tokens/s, and a server's aggregate
 Measures, after a warm-up (compilation is excluded and reported apart):
 - prefill: tokens/s of one `--prompt_tokens` prompt into an empty cache (median of --repeats);
 - decode: tokens/s at each batch size (every slot busy, --decode_tokens steps, median of --repeats);
-- server: completion tokens/s in aggregate with --clients concurrent chat requests of --decode_tokens
-  tokens each through the HTTP server, with and without a JSON-schema response_format;
+- server: completion tokens/s in aggregate with --clients concurrent clients sending two rounds of chat
+  requests of --decode_tokens/2 to --decode_tokens tokens through the HTTP server: continuous batching
+  with and without a JSON-schema response_format, and static batching;
 - reference (optional): the same model through llama.cpp (tools/bench_llamacpp.py under the given
   interpreter, with llama-cpp-python built from source) in the same run.
 """
@@ -80,23 +81,28 @@ def _post(url: str, body: dict) -> dict:
 
 
 def _server_figures() -> dict:
-    served = serving.build(_MODEL.value, slots=_CLIENTS.value, dtype=_DTYPE.value)
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    json_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
     out = {}
-    with Server(served) as server:
-        for label, extra in (("plain", {}), ("json_schema", {"response_format": {
-                "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}})):
-            def one(i, extra=extra):
-                body = {"messages": [{"role": "user", "content": f"Write a story about the number {i}."}],
-                        "max_tokens": _DECODE.value, "temperature": 0.7, "seed": i, "ignore_eos": True, **extra}
-                return _post(server.base_url + "/chat/completions", body)["usage"]["completion_tokens"]
+    for admission in ("continuous", "static"):
+        served = serving.build(_MODEL.value, slots=_CLIENTS.value, dtype=_DTYPE.value, admission=admission)
+        cases = (("plain", {}), ("json_schema", {"response_format": json_format}))
+        with Server(served) as server:
+            for label, extra in cases if admission == "continuous" else cases[:1]:
+                def one(i, extra=extra):
+                    # Replies of different lengths (a half to the full --decode_tokens), as real clients ask.
+                    body = {"messages": [{"role": "user", "content": f"Write a story about the number {i}."}],
+                            "max_tokens": _DECODE.value // 2 + (_DECODE.value // 2) * i // max(1, _CLIENTS.value - 1),
+                            "temperature": 0.7, "seed": i, "ignore_eos": True, **extra}
+                    return _post(server.base_url + "/chat/completions", body)["usage"]["completion_tokens"]
 
-            one(0)  # warm the grammar engine and the prefill programs
-            t0 = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(_CLIENTS.value) as pool:
-                tokens = sum(pool.map(one, range(_CLIENTS.value)))
-            out[f"server_{label}_tok_s"] = round(tokens / (time.perf_counter() - t0), 1)
-            out[f"server_{label}_tokens"] = tokens
+                one(0)  # warm the grammar engine and the prefill programs
+                t0 = time.perf_counter()
+                with concurrent.futures.ThreadPoolExecutor(_CLIENTS.value) as pool:
+                    tokens = sum(pool.map(one, range(2 * _CLIENTS.value)))  # two rounds of requests
+                name = f"server_{admission}_{label}"
+                out[f"{name}_tok_s"] = round(tokens / (time.perf_counter() - t0), 1)
+                out[f"{name}_tokens"] = tokens
     return out
 
 

@@ -41,6 +41,8 @@ _TIMEOUT = flags.DEFINE_float("timeout_s", 600.0, "Seconds a request may take, q
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (float32 on CPUs).")
 _COMPILE_CACHE = flags.DEFINE_string("compile_cache_dir", serving.DEFAULT_COMPILE_CACHE,
                                      "XLA's persistent compilation cache: restarts skip compiling ('' disables).")
+_ADMISSION = flags.DEFINE_enum("admission", "continuous", ["continuous", "static"],
+                               "continuous: a request takes a free slot at once; static: whole batches.")
 _STRUCTURED = flags.DEFINE_bool("structured_outputs", True, "Enforce response_format / guided_* with token masks.")
 
 
@@ -51,7 +53,7 @@ def main(argv):
     try:
         served = serving.build(_MODEL.value, name=_NAME.value, slots=_SLOTS.value, max_len=_MAX_LEN.value,
                                max_queue=_MAX_QUEUE.value, dtype=_DTYPE.value,
-                               structured_outputs=_STRUCTURED.value)
+                               structured_outputs=_STRUCTURED.value, admission=_ADMISSION.value)
         server = Server(served, _HOST.value, _PORT.value, _TIMEOUT.value)
     except (UserError, OSError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)

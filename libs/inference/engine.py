@@ -70,8 +70,13 @@ class _Slot:
 class Engine:
     """Owns a Decoder and serves requests from a background thread (see module doc)."""
 
-    def __init__(self, decoder: Decoder, tokenizer: Any, *, max_queue: int = 64):
+    def __init__(self, decoder: Decoder, tokenizer: Any, *, max_queue: int = 64, admission: str = "continuous"):
+        if admission not in ("continuous", "static"):
+            raise ValueError(f"admission={admission!r}: expected 'continuous' or 'static'")
         self.decoder, self.tokenizer, self.max_queue = decoder, tokenizer, max_queue
+        # "continuous": a queued request takes any free slot at once; "static": a batch is admitted only
+        # when every slot is free, and runs until its last request ends (kept for comparison).
+        self.admission = admission
         self._waiting: collections.deque[Request] = collections.deque()
         self._slots: list[_Slot | None] = [None] * decoder.slots
         self._held: list[list[int]] = [[] for _ in range(decoder.slots)]  # each slot's cached tokens
@@ -165,6 +170,8 @@ class Engine:
                 self._finish(slot.request, "timeout", "the request timed out while generating")
 
     def _admit(self) -> None:
+        if self.admission == "static" and any(self._slots):
+            return
         while True:
             free = [i for i, s in enumerate(self._slots) if s is None]
             with self._wake:

@@ -71,7 +71,7 @@ def load(source: str, dtype: str = "float32"):
 
 def build(source: str = EMBEDDED, *, name: str | None = None, slots: int = 8, max_len: int = 2048,
           max_queue: int = 64, dtype: str = "float32", structured_outputs: bool = True,
-          warm_up: bool = True) -> ServedModel:
+          warm_up: bool = True, admission: str = "continuous") -> ServedModel:
     """A ServedModel ready for `Server`: loaded, compiled (warm_up) and with its grammar compiler."""
     t0 = time.perf_counter()
     cfg, params, tokenizer = load(source, dtype)
@@ -82,5 +82,5 @@ def build(source: str = EMBEDDED, *, name: str | None = None, slots: int = 8, ma
     if warm_up:
         _LOG.info("compiled the decode programs in %.1f s", decoder.warm_up())
     compiler = grammar.GrammarCompiler.from_tokenizer(tokenizer) if structured_outputs else None
-    return ServedModel(name or default_name(source), Engine(decoder, tokenizer, max_queue=max_queue), tokenizer,
+    return ServedModel(name or default_name(source), Engine(decoder, tokenizer, max_queue=max_queue, admission=admission), tokenizer,
                        compiler)

@@ -87,7 +87,7 @@ class NumpySmolLM:
 @pytest.fixture(scope="module")
 def jax_model():
     cfg, params, tokenizer = serving.load(serving.EMBEDDED)
-    return decode.Decoder(cfg, params, slots=2, max_len=256, prefill_chunks=(64,)), tokenizer
+    return decode.Decoder(cfg, params, slots=4, max_len=2048, prefill_chunks=(64, 512)), tokenizer
 
 
 def test_jax_greedy_tokens_equal_an_independent_numpy_forward_pass(jax_model):
@@ -102,3 +102,36 @@ def test_the_embedded_model_knows_the_capital_of_france(jax_model):
     tokens = decode.generate(decoder, [tokenizer.encode_chat(FRANCE)], decode.SamplingParams(max_tokens=24),
                              tokenizer.stop_ids)[0]
     assert "Paris" in tokenizer.decode(tokens)
+
+
+def test_with_the_answer_schema_every_value_and_explore_reply_parses(jax_model):
+    """The search agents' value and explore queries, constrained by their JSON schemas: all replies
+    parse (without the schema a 135M model gives no usable boxed answer)."""
+    from libs.agents import answers, prompts  # pylint: disable=import-outside-toplevel
+    from libs.inference import grammar  # pylint: disable=import-outside-toplevel
+    from libs.inference.engine import Engine  # pylint: disable=import-outside-toplevel
+
+    decoder, tokenizer = jax_model
+    state = prompts.countdown_state_text
+    queries = [
+        ("countdown", prompts.countdown_prompt(kind, prompts.countdown_sequence_text([state(24, numbers, [])], []),
+                                               {0: "2 + 3 = 5", 1: "4 * 6 = 24"}))
+        for kind in ("value", "explore") for numbers in ([2, 3, 4], [7, 60, 27])]
+    board = prompts.sudoku_board_text([1, 0, 0, 4, 0, 4, 1, 0, 4, 1, 0, 0, 0, 0, 4, 1], 4, 2, 2)
+    queries += [("sudoku", prompts.sudoku_prompt(kind, 4, 2, 2, board, {0: "(0, 1) = 2"}))
+                for kind in ("value", "explore")]
+    kinds = ["value", "value", "explore", "explore", "value", "explore"]
+    compiler = grammar.GrammarCompiler.from_tokenizer(tokenizer)
+    engine = Engine(decoder, tokenizer).start()
+    try:
+        requests = []
+        for (game, prompt), kind in zip(queries, kinds):
+            schema = answers.response_schema(kind, game, [])
+            spec = grammar.constraint_from_request(schema)
+            requests.append(engine.submit(tokenizer.encode_chat(prompt.messages()), decode.SamplingParams(max_tokens=48),
+                                          compiler.matcher(spec)))
+        for request, (game, _), kind in zip(requests, queries, kinds):
+            assert request.wait(600)
+            answers.parse_answer(kind, game, request.text, [], boxed=False)  # raises if unusable
+    finally:
+        engine.stop()

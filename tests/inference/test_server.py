@@ -204,3 +204,18 @@ def test_a_shared_prompt_prefix_is_not_prefilled_again(tokenizer):
     finally:
         engine.stop()
         fresh.stop()
+
+
+def test_static_admission_waits_for_the_whole_batch(tokenizer):
+    served = _served(tokenizer, slots=2)
+    engine = Engine(served.engine.decoder, tokenizer, admission="static").start()
+    try:
+        long = engine.submit(tokenizer.encode("one"), decode.SamplingParams(max_tokens=30, ignore_eos=True))
+        short = engine.submit(tokenizer.encode("two"), decode.SamplingParams(max_tokens=2, ignore_eos=True))
+        late = engine.submit(tokenizer.encode("three"), decode.SamplingParams(max_tokens=2, ignore_eos=True))
+        assert late.wait(60) and long.wait(60) and short.wait(60)
+        assert late.first_token_at >= long.finished_at  # admitted only once the first batch had ended
+    finally:
+        engine.stop()
+    with pytest.raises(ValueError, match="admission"):
+        Engine(served.engine.decoder, tokenizer, admission="sometimes")
