@@ -145,13 +145,29 @@ class Decoder:
 
     def decode(self, tokens: np.ndarray, positions: np.ndarray, samplings: Sequence[SamplingParams | None],
                counters: Sequence[int], allowed: np.ndarray | None = None) -> np.ndarray:
-        """One step for every slot: `tokens`, `positions` (slots,), a free slot has sampling None (its
-        position is ignored). Returns the next token of each slot (garbage for free slots)."""
-        positions = np.where([s is None for s in samplings], self.max_len, positions).astype(np.int32)
-        arrays = _sampling_arrays([s or SamplingParams() for s in samplings], counters)
-        mask = self._all_allowed if allowed is None else jnp.asarray(allowed)
-        return self._run(np.asarray(tokens, np.int32)[:, None], positions[:, None], None,
-                         np.zeros(self.slots, np.int32), mask, arrays)
+        """One step for every busy slot: `tokens`, `positions` (slots,); a free slot has sampling None.
+        Returns the next token of each slot (garbage for free slots).
+
+        Only busy rows are computed, padded up to a power of two (1, 2, 4, ...): a lone request decodes at
+        batch-1 cost however many slots the cache has; padding rows write nothing."""
+        busy = [i for i, s in enumerate(samplings) if s is not None]
+        rows = _bucket(max(1, len(busy)), [2 ** k for k in range(self.slots.bit_length())] + [self.slots])
+        if rows >= self.slots:  # every slot, in order
+            index, slots = np.arange(self.slots), None
+            real = np.array([s is not None for s in samplings])
+        else:  # the busy slots, padded by repeating one (padding rows write nothing)
+            index = slots = np.array(busy + [busy[0] if busy else 0] * (rows - len(busy)))
+            real = np.arange(rows) < len(busy)
+        step_positions = np.where(real, np.asarray(positions)[index], self.max_len).astype(np.int32)
+        arrays = _sampling_arrays([samplings[i] or SamplingParams() for i in index], [counters[i] for i in index])
+        if allowed is None:
+            mask = self._all_allowed[:len(index)]
+        else:
+            mask = jnp.asarray(allowed[index])
+        out = np.zeros(self.slots, np.int32)
+        out[index[real]] = self._run(np.asarray(tokens, np.int32)[index][:, None], step_positions[:, None], slots,
+                                     np.zeros(len(index), np.int32), mask, arrays)[real]
+        return out
 
     def warm_up(self) -> float:
         """Compiles the decode step for every attended-length bucket and the prefill chunks; returns seconds."""

@@ -114,3 +114,13 @@ def test_sampling_params_are_checked():
     for bad in (dict(max_tokens=0), dict(temperature=-1.0), dict(top_p=0.0), dict(top_p=1.5)):
         with pytest.raises(ValueError):
             decode.SamplingParams(**bad)
+
+
+def test_only_busy_rows_are_decoded_and_results_are_unchanged():
+    model, params = _model()
+    decoder = decode.Decoder(TINY, params, slots=8, max_len=64, prefill_chunks=(8,), attend_step=16)
+    prompts = [[1, 2, 3], [4, 5], [9, 8, 7, 6]]
+    outputs = decode.generate(decoder, prompts, decode.SamplingParams(max_tokens=6))
+    for prompt, output in zip(prompts, outputs):
+        assert output == _naive_greedy(model, params, prompt, 6)
+    assert {shape[0] for shape in decoder.compiled_shapes if shape[1] == 1} == {4}  # 3 busy rows -> 4, not 8
