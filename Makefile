@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## CPU smoke run of the speedrun binary on the embedded corpus
 	$(PY) -m experiments.speedrun --gin_file=configs/speedrun/smoke.gin --workdir=runs/smoke
 
-demo-local: $(STAMP)  ## one LLM-First Search game with the embedded local model (SmolLM2-135M), ~3 min on CPU
+demo-local: $(STAMP)  ## one LLM-First Search game with the embedded local model (SmolLM2-135M), ~4 min on CPU
 	$(PY) -m experiments.lfs --gin_file=configs/lfs/local.gin --workdir=runs/lfs_local_demo \
 		--gin_bindings='run.tasks = ["countdown3"]' --gin_bindings='run.policies = ["lfs"]' \
 		--gin_bindings='run.num_games = 1'
