@@ -186,6 +186,7 @@ class Engine:
             if request.matcher is not None:
                 mask = np.zeros(self.decoder.vocab_size, bool)
                 request.matcher.fill_mask(mask)
+            self._held[i] = list(prompt[:start])  # still true should the prefill fail half-way
             t0 = time.perf_counter()
             token = self.decoder.prefill(i, prompt, request.sampling, mask, counter=0, start=start)
             self.counts["prefill_s"] += time.perf_counter() - t0

@@ -27,6 +27,7 @@ from typing import Any
 from libs.inference import grammar
 from libs.inference.decode import SamplingParams
 from libs.inference.engine import Engine, QueueFull, Request
+from libs.train.errors import UserError
 
 _LOG = logging.getLogger(__name__)
 _MAX_BODY = 8 << 20
@@ -160,7 +161,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                     raise HTTPError(400, f"messages[{i}] must be an object with a 'role'")
                 clean.append({"role": m["role"], "content": _text_of(m.get("content", ""), f"messages[{i}]")})
-            prompt = served.tokenizer.encode_chat(clean)
+            try:
+                prompt = served.tokenizer.encode_chat(clean)
+            except UserError as e:  # the model's chat template refuses these messages
+                raise HTTPError(400, str(e).splitlines()[0]) from None
         else:
             text = body.get("prompt")
             if not isinstance(text, str) or not text:
