@@ -3,6 +3,11 @@ r"""Local inference speed: prefill and decode tokens/s, and a server's aggregate
     python -m tools.bench_inference                                  # the embedded SmolLM2-135M, this CPU
     python -m tools.bench_inference --llamacpp_python=/tmp/llamacpp-env/bin/python   # + llama.cpp, same run
     python -m tools.bench_inference --model=path/to/model.gguf --batch_sizes=1,64 --skip_server
+    python -m tools.bench_inference --gin_file=configs/llama/llama3_2_1b.gin --dtype=bfloat16 --batch_sizes=1,64
+
+A --gin_file gives an architecture with random weights instead of a model source: prefill and decode
+figures only (no tokenizer, so no server and no reference runtime). Decode speed does not depend on
+the weights' values, and this path needs none of the inference extra's packages (a bare GPU image runs it).
 
 Measures, after a warm-up (compilation is excluded and reported apart):
 - prefill: tokens/s of one `--prompt_tokens` prompt into an empty cache (median of --repeats);
@@ -24,14 +29,21 @@ import sys
 import time
 import urllib.request
 
+import dataclasses
+
+import jax
 from absl import app, flags
 
-from libs.inference import decode, serving
-from libs.inference.server import Server
+from libs.inference import decode
 from libs.train.errors import UserError
 from libs.train.launch import EXIT_USER_ERROR
 
-_MODEL = flags.DEFINE_string("model", serving.EMBEDDED, "'embedded', a .gguf file, or a Hugging Face folder.")
+_MODEL = flags.DEFINE_string("model", "embedded", "'embedded', a .gguf file, or a Hugging Face folder.")
+_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Instead of --model: a Llama architecture from gin "
+                                       "(make_model.family = 'llama') with random weights; engine figures only.")
+_GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after --gin_file.")
+_MAX_LEN = flags.DEFINE_integer("max_len", 2048, "KV-cache length per slot (fewer attended-length programs "
+                                "to compile when smaller).", lower_bound=2)
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _PROMPT = flags.DEFINE_integer("prompt_tokens", 512, "Prompt length for the prefill figure.", lower_bound=1)
 _DECODE = flags.DEFINE_integer("decode_tokens", 128, "Tokens decoded per measurement.", lower_bound=1)
@@ -54,10 +66,10 @@ def _median_rate(work, count: int) -> float:
 
 def _engine_figures(cfg, params) -> dict:
     out = {}
-    prompt = [(17 * i) % 40000 + 100 for i in range(_PROMPT.value)]
+    prompt = [(17 * i) % min(40000, cfg.vocab_size - 100) + 100 for i in range(_PROMPT.value)]
     greedy = decode.SamplingParams(max_tokens=1)
     for batch in sorted({int(b) for b in _BATCHES.value}):
-        decoder = decode.Decoder(cfg, params, slots=batch, max_len=2048)
+        decoder = decode.Decoder(cfg, params, slots=batch, max_len=min(_MAX_LEN.value, cfg.max_seq_len))
         t0 = time.perf_counter()
         decoder.warm_up()
         out[f"compile_s_batch{batch}"] = round(time.perf_counter() - t0, 1)
@@ -80,7 +92,26 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(reply.read())
 
 
+def _random_model():
+    """(LlamaConfig, random params) of the --gin_file architecture, in --dtype."""
+    import gin  # pylint: disable=import-outside-toplevel
+
+    from libs.models import registry  # pylint: disable=import-outside-toplevel
+
+    gin.parse_config_files_and_bindings(_GIN_FILES.value, _GIN_BINDINGS.value)
+    model = registry.make_model()
+    if model.family != "llama":
+        raise UserError(f"--gin_file: make_model.family={model.family!r}; the decoder serves 'llama' models")
+    cfg = dataclasses.replace(model.cfg, dtype=_DTYPE.value, param_dtype=_DTYPE.value)
+    module = type(model.module)(cfg)
+    init = jax.jit(lambda key: module.init(key, jax.numpy.zeros((1, 8), jax.numpy.int32), train=False)["params"])
+    return cfg, init(jax.random.key(0))
+
+
 def _server_figures() -> dict:
+    from libs.inference import serving  # pylint: disable=import-outside-toplevel
+    from libs.inference.server import Server  # pylint: disable=import-outside-toplevel
+
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     json_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
     out = {}
@@ -118,16 +149,26 @@ def _llamacpp_figures(path: str) -> dict:
 
 def main(argv):
     del argv
-    serving.use_compile_cache(serving.DEFAULT_COMPILE_CACHE)
+    random_weights = bool(_GIN_FILES.value)
     try:
-        path, kind = serving.resolve(_MODEL.value)
-        cfg, params, _ = serving.load(_MODEL.value, _DTYPE.value)
-    except UserError as e:
+        if random_weights:
+            cfg, params = _random_model()
+            path, kind = None, "random"
+        else:
+            from libs.inference import serving  # pylint: disable=import-outside-toplevel
+
+            serving.use_compile_cache(serving.DEFAULT_COMPILE_CACHE)
+            path, kind = serving.resolve(_MODEL.value)
+            cfg, params, _ = serving.load(_MODEL.value, _DTYPE.value)
+    except (UserError, ValueError, OSError) as e:  # gin reports a bad file or binding as ValueError/OSError
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    figures = {"model": _MODEL.value, "dtype": _DTYPE.value, **_engine_figures(cfg, params)}
+    model = ",".join(_GIN_FILES.value) + " (random weights)" if random_weights else _MODEL.value
+    figures = {"model": model, "dtype": _DTYPE.value, "device": str(jax.devices()[0].device_kind),
+               "params_m": round(sum(x.size for x in jax.tree.leaves(params)) / 1e6, 2),
+               **_engine_figures(cfg, params)}
     del params
-    if not _SKIP_SERVER.value:
+    if not _SKIP_SERVER.value and not random_weights:
         figures.update(_server_figures())
     if _LLAMACPP.value and kind == "gguf":
         figures.update(_llamacpp_figures(path))
