@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-local test bench ladder clean-venv
+.PHONY: demo demo-local test test-slow bench ladder clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ demo-local: $(STAMP)  ## one LLM-First Search game with the embedded local model
 		--gin_bindings='run.tasks = ["countdown3"]' --gin_bindings='run.policies = ["lfs"]' \
 		--gin_bindings='run.num_games = 1'
 
-test: $(STAMP)  ## the whole test suite (CPU)
-	$(PY) -m pytest tests
+test: $(STAMP)  ## the fast test suite (CPU, about 12 minutes on 2 cores)
+	$(PY) -m pytest tests --durations=15
+
+test-slow: $(STAMP)  ## the long end-to-end tests marked slow (real processes, the real model)
+	$(PY) -m pytest tests -m slow --durations=15
 
 bench: $(STAMP)  ## step-time benchmark of a small config on this machine
 	$(PY) -m tools.bench_speedrun

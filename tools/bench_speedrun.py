@@ -10,6 +10,14 @@ Builds the config's model, optimizer and jitted step with `trainer.build` (no
 data pipeline), runs one compiling step, `--warmup` more, then times `--steps`
 steps. `--batch` is per device; the global batch is batch x device count.
 
+Several configs, one table (each config in its own subprocess, so each starts with a clean device):
+
+    python -m tools.bench_speedrun --configs=configs/speedrun/gpt2_124m.gin,configs/speedrun/record_11.gin \
+        --batch=64 --steps=20 --warmup=3 --append_to=docs/benchmarks.md
+
+prints a markdown table of ms/step, tokens/s, MFU and peak memory per config and, with --append_to,
+appends it to that file under a heading with the device and date.
+
 With `--anchor` the plain-Flax GPT-2 reference script runs first, in a
 subprocess (before this process claims the accelerator's memory), with the same
 layers, width, heads, vocabulary, context and per-device batch. The anchor is
@@ -23,8 +31,10 @@ import inspect
 import json
 import math
 import re
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -47,6 +57,11 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after the compiling s
 _ANCHOR = flags.DEFINE_string("anchor", None, "Path of jax_gpt2_ref.py to run side by side.")
 _ANCHOR_TIMEOUT = flags.DEFINE_integer("anchor_timeout", 1800, "Seconds before the anchor is abandoned.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures to this JSON file.")
+_CONFIGS = flags.DEFINE_list("configs", [], "Several gin files, one bench each (a subprocess per config) and one "
+                             "table; --gin_bindings apply to all. Excludes --gin_file and --anchor.")
+_APPEND_TO = flags.DEFINE_string("append_to", None, "With --configs: append the table (with device and date) to "
+                                 "this markdown file, e.g. docs/benchmarks.md.")
+_CONFIG_TIMEOUT = flags.DEFINE_integer("config_timeout", 1800, "With --configs: seconds per config.")
 
 
 def _train_default(name: str) -> Any:
@@ -182,9 +197,84 @@ def compare(r: dict[str, Any], a: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def bench_configs(configs: list[str], common: list[str], timeout: int) -> list[dict[str, Any]]:
+    """One subprocess bench per config; a failed config gets a row with its error's last line."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, config in enumerate(configs):
+            out = os.path.join(tmp, f"{index}.json")
+            cmd = [sys.executable, "-m", "tools.bench_speedrun", f"--gin_file={config}", f"--batch={_BATCH.value}",
+                   f"--steps={_STEPS.value}", f"--warmup={_WARMUP.value}", f"--microbatches={_MICROBATCHES.value}",
+                   f"--json_out={out}", *[f"--gin_bindings={b}" for b in common]]
+            print(f"[{index + 1}/{len(configs)}] {config}", flush=True)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+                error = None if proc.returncode == 0 else ((proc.stderr or proc.stdout).strip().splitlines()
+                                                           or [f"exit {proc.returncode}"])[-1]
+            except subprocess.TimeoutExpired:
+                error = f"no result within --config_timeout={timeout} s"
+            if error is None:
+                with open(out) as f:
+                    rows.append({"config": config, **json.load(f)})
+                print(f"    {rows[-1]['ms_per_step']:.2f} ms/step", flush=True)
+            else:
+                rows.append({"config": config, "error": error})
+                print(f"    failed: {error}", flush=True)
+    return rows
+
+
+def config_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per config."""
+    lines = ["| config | params | tokens/step | ms/step | tokens/s | MFU | peak memory | compile |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| `{r['config']}` | failed: {r['error'][:120]} | | | | | | |")
+            continue
+        mem = r["peak_mem_bytes"]
+        lines.append(f"| `{r['config']}` | {r['params'] / 1e6:.2f}M | {r['tokens_per_step']:,} | "
+                     f"{r['ms_per_step']:.2f} | {r['tokens_per_s']:,.0f} | "
+                     f"{_fmt(r['mfu'] and 100 * r['mfu'], '.1f')}{'%' if r['mfu'] else ''} | "
+                     f"{_fmt(mem and mem / 2**30, '.2f')}{' GiB' if mem else ''} | {r['compile_s']:.1f} s |")
+    return "\n".join(lines)
+
+
+def _main_configs() -> None:
+    if _GIN_FILE.value or _ANCHOR.value:
+        print("error: --configs runs each config alone; drop --gin_file / --anchor", file=sys.stderr)
+        sys.exit(launch.EXIT_USER_ERROR)
+    missing = [c for c in _CONFIGS.value if not os.path.isfile(c)]
+    if missing:
+        print(f"error: --configs: no such gin file: {missing[0]}", file=sys.stderr)
+        sys.exit(launch.EXIT_USER_ERROR)
+    rows = bench_configs(_CONFIGS.value, _GIN_BINDINGS.value, _CONFIG_TIMEOUT.value)
+    done = [r for r in rows if "error" not in r]
+    device = (f"{done[0]['device_kind']} x{done[0]['device_count']} ({done[0]['backend']}), jax "
+              f"{done[0]['jax_version']}") if done else "unknown device (every config failed)"
+    command = " ".join(["python -m tools.bench_speedrun", f"--configs={','.join(_CONFIGS.value)}",
+                        f"--batch={_BATCH.value}", f"--steps={_STEPS.value}", f"--warmup={_WARMUP.value}",
+                        *[f"--gin_bindings='{b}'" for b in _GIN_BINDINGS.value]])
+    section = (f"\n### Configs side by side: {device}, {time.strftime('%Y-%m-%d %H:%M %Z')}\n\n"
+               f"`{command}` (batch per device; mean of the timed steps after the compiling and warmup steps; "
+               f"random tokens)\n\n{config_table(rows)}\n")
+    print(section)
+    if _APPEND_TO.value:
+        with open(_APPEND_TO.value, "a") as f:
+            f.write(section)
+        print(f"appended to {_APPEND_TO.value}")
+    if _JSON_OUT.value:
+        with open(_JSON_OUT.value, "w") as f:
+            json.dump(rows, f, indent=2)
+    if len(done) < len(rows):
+        sys.exit(1)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIGS.value:
+        _main_configs()
+        return
     gin_files = _GIN_FILE.value or DEFAULT_GIN_FILES
     try:
         launch.parse_config(gin_files, _GIN_BINDINGS.value)

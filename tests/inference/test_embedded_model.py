@@ -13,7 +13,7 @@ from libs.inference import decode, serving
 from tests.inference.conftest import SMOLLM2_GGUF as GGUF
 from tests.inference.conftest import needs_smollm2
 
-pytestmark = needs_smollm2
+pytestmark = [needs_smollm2, pytest.mark.slow]  # loads the real model (~50 s)
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -47,6 +47,7 @@ def test_bench_speedrun_rejects_bad_binding(tmp_path):
     assert proc.returncode == 2 and "error:" in proc.stderr
 
 
+@pytest.mark.slow
 def test_record_ladder_two_records(tmp_path):
     out = tmp_path / "docs" / "ladder.md"
     proc = _run(["tools.record_ladder", f"--out={out}", f"--workdir_root={tmp_path / 'runs'}",
@@ -83,3 +84,29 @@ def test_bench_speedrun_times_a_llama_and_refuses_the_gpt_anchor(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "tools.bench_speedrun", *llama, "--anchor=/nonexistent.py"],
                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "has no anchor" in refused.stderr
+
+
+def test_bench_speedrun_several_configs_one_table(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n")
+    bad = tmp_path / "broken.gin"
+    bad.write_text("GPTConfig.num_layers = 'two'\n")
+    proc = subprocess.run([sys.executable, "-m", "tools.bench_speedrun",
+                           f"--configs=configs/speedrun/smoke.gin,{bad}", "--gin_bindings=train.seq_len=32",
+                           "--batch=2", "--steps=2", "--warmup=0", f"--append_to={doc}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # one config failed
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n") and "### Configs side by side: cpu" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| `configs/speedrun/smoke.gin` | 0.4")
+    tokens_per_step = int(rows[0].split("|")[3].replace(",", ""))
+    assert tokens_per_step % (2 * 32) == 0  # 2 rows of 32 tokens per (fake) device
+    assert "failed:" in rows[1] and "GPTConfig.num_layers" in rows[1]
+
+
+def test_bench_speedrun_configs_refuses_a_missing_file():
+    proc = subprocess.run([sys.executable, "-m", "tools.bench_speedrun", "--configs=configs/speedrun/nope.gin"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "nope.gin" in proc.stderr

@@ -31,6 +31,7 @@ def test_state_bytes_match_the_compiled_step_and_activations_are_the_right_size(
     assert 0.3 < memory["temp_size_in_bytes"] / estimate < 3, (memory, plan)
 
 
+@pytest.mark.slow
 def test_plans_for_the_published_configs_fit_where_the_readme_says(clean_gin):
     launch.parse_config(["configs/llama/llama3_1_8b.gin"], [])
     eight = planner.plan_config(8192, 8, {"fsdp": 8}, device_bytes=80 * planner.GIB)

@@ -121,7 +121,7 @@ def test_rerunning_a_finished_run_reports_it_and_changes_nothing(tmp_path):
 # --- interruption ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_the_rerun_reproduces_the_losses(signum, code, tmp_path):
     ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "stopped")
     ref = run_binary("experiments.speedrun", *RESUME, f"--workdir={ref_dir}")

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from libs.train import metrics
 from tests.conftest import REPO_ROOT, run_binary
@@ -35,6 +36,7 @@ def test_smoke_run_learns_and_reports(tmp_path):
     assert summary["status"] == "complete" and summary["tokens_seen"] == 60 * 16 * 128
 
 
+@pytest.mark.slow
 def test_target_is_timed_at_its_first_crossing_and_over_the_full_schedule(tmp_path):
     workdir = str(tmp_path / "run")
     args = [SMOKE, "--gin_bindings=train.total_steps = 100", "--gin_bindings=train.eval_every = 10",
