@@ -4,17 +4,24 @@ Examples:
   python -m tools.make_shards --input 'books/*.txt' --out_dir data/books
   python -m tools.make_shards --input corpus_dir/ --tokenizer gpt2 --prefix mine
   python -m tools.make_shards --stdlib            # the embedded stdlib corpus
+  python -m tools.make_shards --tfds=wiki40b/en --tokenizer gpt2 --data_dir ~/tensorflow_datasets
 
 Each input file is one document, prefixed with the end-of-text token. Files go
 to the validation split by a hash of their path (see corpus.split_keys).
 Output: <out_dir>/<prefix>_val_000000.bin, <prefix>_train_000001.bin, ... and
 <out_dir>/<prefix>_manifest.json.
+
+--tfds converts a prepared tensorflow-datasets dataset (array_record, no TensorFlow) exactly as training from
+`train.train_data = "tfds:..."` would, into the same cache under the data dir, so a later run reuses it
+(libs/train/tfds_source.py): the training stream (--split, default `train`) and the validation stream
+(--val_split, default `validation`, else `test`, else a held-out slice of `train`).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import glob
 import json
 import os
@@ -25,7 +32,9 @@ from absl import logging
 
 from libs.train import corpus
 from libs.train import shards
+from libs.train import tfds_source
 from libs.train import tokenizers
+from libs.train.errors import UserError
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,9 +58,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="build the embedded Python-stdlib corpus instead of --input")
     parser.add_argument("--max_files", type=int, default=None,
                         help="with --stdlib: only the first N files")
+    parser.add_argument("--tfds", default=None, metavar="NAME[/CONFIG][:VERSION]",
+                        help="convert a prepared tensorflow-datasets dataset (tfds:... sources of the trainer)")
+    parser.add_argument("--split", default=None, help="with --tfds: the training split (default train)")
+    parser.add_argument("--val_split", default=None,
+                        help="with --tfds: the validation split (default validation, else test, else held out)")
+    parser.add_argument("--feature", default=None, help="with --tfds: the text feature (default text)")
+    parser.add_argument("--data_dir", default=None,
+                        help="with --tfds: the tfds data_dir (default $TFDS_DATA_DIR, else ~/tensorflow_datasets)")
     args = parser.parse_args(argv)
-    if not args.stdlib and not args.input:
-        parser.error("give --input (files, globs or directories) or --stdlib")
+    if sum((bool(args.input), args.stdlib, args.tfds is not None)) != 1:
+        parser.error("give one of --input (files, globs or directories), --stdlib or --tfds")
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
     if args.shard_tokens <= 0:
@@ -126,10 +143,34 @@ def make_shards(args: argparse.Namespace) -> dict:
     return manifest
 
 
+def _tfds_shards(args: argparse.Namespace) -> int:
+    """Converts both streams of a tfds dataset (reusing earlier conversions) and prints where they are."""
+    spec = tfds_source.parse_spec(args.tfds)
+    spec = dataclasses.replace(spec, feature=args.feature or spec.feature)
+    splits = {"train": args.split or spec.split, "val": args.val_split}
+    lines = []
+    for role, split in splits.items():
+        stream = tfds_source.build_shards(
+            dataclasses.replace(spec, split=split), role, args.tokenizer, args.data_dir, args.out_dir,
+            args.val_fraction, args.shard_tokens, force=args.overwrite,
+        )
+        manifest = json.loads(Path(stream.manifest).read_text())
+        part = "" if manifest["part"] == "all" else f" ({manifest['part']})"
+        lines.append(f"{role}: split {manifest['split']}{part}, {manifest[f'{role}_documents']} documents, "
+                     f"{manifest[f'{role}_tokens']} tokens, {len(manifest[f'{role}_shards'])} shards: "
+                     f"{stream.pattern}")
+    print(f"{tfds_source.SCHEME}{spec.dataset} (feature {spec.feature}), tokenizer {manifest['tokenizer']} "
+          f"(vocab {manifest['vocab_size']})")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.set_verbosity(logging.INFO)
     try:
+        if args.tfds is not None:
+            return _tfds_shards(args)
         if args.stdlib:
             paths = corpus.build_stdlib_corpus(
                 args.out_dir, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
@@ -139,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             manifest["out_dir"] = str(Path(paths.manifest).parent)
         else:
             manifest = make_shards(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, tokenizers.TokenizerUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

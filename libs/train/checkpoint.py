@@ -18,6 +18,7 @@ import gin
 import orbax.checkpoint as ocp
 from absl import logging
 
+from libs.train import distributed
 from libs.train.errors import UserError
 from libs.train.launch import NON_NEGATIVE, POSITIVE
 
@@ -80,10 +81,15 @@ class Checkpointer:
         to stop the search instead (a checkpoint of another config: no older step would fit either).
         """
         bad = []
-        for step in reversed(self.all_steps()):
+        # Every process of a multi-process run tries process 0's steps, and skips a step unless all restored it.
+        for step in reversed(distributed.leader_value(self.all_steps())):
             try:
                 state, meta = self.restore(step, abstract_state)
+                error = None
             except Exception as e:  # orbax, tensorstore and json errors all mean "this step is unusable"
+                error = e
+            if distributed.any_process(error is not None):
+                e = error or RuntimeError("another process could not restore it")
                 if on_error is not None:
                     on_error(e)
                 bad.append(step)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import sys
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from absl import logging
@@ -142,6 +143,60 @@ def _remove_stale(out_dir: Path, prefix: str) -> None:
             path.unlink()
 
 
+def build_once(
+    corpus_dir: str | os.PathLike,
+    prefix: str,
+    settings: dict,
+    writers: dict[str, Callable[[shards.ShardWriter], int]],
+    shard_tokens: int,
+    force: bool = False,
+    unit: str = "files",
+) -> CorpusPaths:
+    """Writes `<prefix>_{val,train}_*.bin` and a manifest into `corpus_dir` once.
+
+    A manifest holding `settings` (and naming only shards that exist) means the
+    build is done and is reused. Otherwise, under a lock file that serialises
+    concurrent processes, stale shards are removed and `writers[split](writer)`
+    writes each split's documents (val first at shard index 0, then train from
+    index 1, as modded-nanogpt names them), returning how many it wrote; the
+    manifest records `<split>_<unit>`, `<split>_tokens` and `<split>_shards`
+    and is replaced atomically last.
+    """
+    corpus_dir = Path(corpus_dir)
+    manifest_path = corpus_dir / MANIFEST_NAME
+    paths = CorpusPaths(
+        train_pattern=str(corpus_dir / f"{prefix}_train_*.bin"),
+        val_pattern=str(corpus_dir / f"{prefix}_val_*.bin"),
+        manifest=str(manifest_path),
+    )
+    if not force and _manifest_matches(manifest_path, settings):
+        logging.info("%s shards up to date: %s", prefix, manifest_path)
+        return paths
+
+    with _exclusive_lock(corpus_dir / ".build.lock"):
+        # Another process may have finished the build while we waited.
+        if not force and _manifest_matches(manifest_path, settings):
+            logging.info("%s shards built by another process: %s", prefix, manifest_path)
+            return paths
+        manifest_path.unlink(missing_ok=True)
+        _remove_stale(corpus_dir, prefix)
+        manifest = dict(settings)
+        for split, first in (("val", 0), ("train", 1)):
+            if split not in writers:
+                continue
+            writer = shards.ShardWriter(corpus_dir, prefix, split, shard_tokens, first)
+            count = writers[split](writer)
+            names = [p.name for p in writer.close()]
+            manifest.update({f"{split}_{unit}": count, f"{split}_tokens": writer.total_tokens,
+                             f"{split}_shards": names})
+            logging.info("%s %s done: %d %s, %d tokens in %d shards",
+                         prefix, split, count, unit, writer.total_tokens, len(names))
+        tmp = manifest_path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, manifest_path)
+    return paths
+
+
 def build_stdlib_corpus(
     out_dir: str | os.PathLike | None = None,
     tokenizer: str = "bytes",
@@ -165,12 +220,6 @@ def build_stdlib_corpus(
     """
     tok = tokenizers.get_tokenizer(tokenizer)
     corpus_dir = Path(out_dir or default_data_dir()) / tok.name
-    manifest_path = corpus_dir / MANIFEST_NAME
-    paths = CorpusPaths(
-        train_pattern=str(corpus_dir / f"{PREFIX}_train_*.bin"),
-        val_pattern=str(corpus_dir / f"{PREFIX}_val_*.bin"),
-        manifest=str(manifest_path),
-    )
     stdlib_dir = sysconfig.get_paths()["stdlib"]
     settings = {
         "format_version": _FORMAT_VERSION,
@@ -183,18 +232,9 @@ def build_stdlib_corpus(
         "max_files": max_files,
         "shard_tokens": shard_tokens,
     }
-    if not force and _manifest_matches(manifest_path, settings):
-        logging.info("stdlib corpus up to date: %s", manifest_path)
-        return paths
 
-    with _exclusive_lock(corpus_dir / ".build.lock"):
-        # Another process may have finished the build while we waited.
-        if not force and _manifest_matches(manifest_path, settings):
-            logging.info("stdlib corpus built by another process: %s", manifest_path)
-            return paths
-        manifest_path.unlink(missing_ok=True)
-        _remove_stale(corpus_dir, PREFIX)
-
+    @functools.cache
+    def split_files() -> dict[str, list[str]]:  # Listed only when a build is needed.
         files = stdlib_files(Path(stdlib_dir))
         if max_files is not None:
             files = files[:max_files]
@@ -205,25 +245,10 @@ def build_stdlib_corpus(
             "building stdlib corpus in %s: %d train files, %d val files, tokenizer %s",
             corpus_dir, len(train_files), len(val_files), tok.name,
         )
-        counts = {}
-        for split, split_files, first in (("val", val_files, 0), ("train", train_files, 1)):
-            writer = shards.ShardWriter(corpus_dir, PREFIX, split, shard_tokens, first)
-            n_files = write_documents(Path(stdlib_dir), split_files, tok, writer, split)
-            written = writer.close()
-            counts[split] = (n_files, writer.total_tokens, [p.name for p in written])
+        return {"train": train_files, "val": val_files}
 
-        manifest = dict(settings)
-        for split in ("train", "val"):
-            n_files, n_tokens, names = counts[split]
-            manifest[f"{split}_files"] = n_files
-            manifest[f"{split}_tokens"] = n_tokens
-            manifest[f"{split}_shards"] = names
-        tmp = manifest_path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, manifest_path)
-        logging.info(
-            "stdlib corpus done: %d train tokens in %d shards, %d val tokens in %d shards",
-            counts["train"][1], len(counts["train"][2]),
-            counts["val"][1], len(counts["val"][2]),
-        )
-    return paths
+    def writer_of(split: str) -> Callable[[shards.ShardWriter], int]:
+        return lambda writer: write_documents(Path(stdlib_dir), split_files()[split], tok, writer, split)
+
+    writers = {split: writer_of(split) for split in ("val", "train")}
+    return build_once(corpus_dir, PREFIX, settings, writers, shard_tokens, force)

@@ -137,54 +137,88 @@ def run(
     gin_bindings: Sequence[str],
     workdir: str | None,
     user_errors: tuple[type[BaseException], ...] = (),
+    topology: tuple[str | None, int | None, int | None] = (None, None, None),
 ) -> Any:
-    """Parses the config, takes the workdir, saves the config and calls `main(workdir)`.
+    """Parses the config, joins the other processes, takes the workdir, saves the config, calls `main(workdir)`.
 
     `ConfigError`, `UserError` and `user_errors` end the process with one line on
     stderr and exit code 2 instead of a traceback. A finished run with the same
     config is not run again: its result is reported. SIGTERM / SIGINT ask `main`
     to stop (`rundir.stop_requested()`); the run is then recorded as interrupted
     and the process exits with 128 + the signal number.
+
+    Multi-process runs (`libs.train.distributed`: `topology` = a binary's explicit (coordinator address,
+    process count, process id) flags, else the environment)
+    are joined before anything touches devices. Process 0 logs and writes the config and status; the
+    others hold their own lock in the same workdir (`.lock.<id>`) and log warnings only. A process that
+    learns that another one failed ends with one line and exit code 1.
     """
+    from libs.train import distributed  # pylint: disable=import-outside-toplevel  (it imports this module)
+
     quiet_library_logs()
     run_dir = None
     try:
         parse_config(gin_files, gin_bindings)
         check_no_secrets()
+        distributed.initialize(distributed.detect(*topology))
+        if not distributed.is_leader():
+            from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+            absl_logging.set_verbosity(absl_logging.WARNING)
         workdir = workdir or default_workdir(gin_files)
         run_dir = rundir.RunDir(workdir)
-        with run_dir.lock():
-            return _run_locked(main, run_dir, workdir)
+        with run_dir.lock(process_index=distributed.process_index()):
+            return _run_locked(main, run_dir, workdir, distributed)
+    except distributed.PeerFailure as e:
+        _exit_peer_failure(_first_line(e))
     except (ConfigError, UserError, *user_errors) as e:
         print(f"error: {_first_line(e)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+    except Exception as e:  # pylint: disable=broad-except
+        line = distributed.describe_peer_failure(e)
+        if line is None:
+            raise
+        _exit_peer_failure(line)
 
 
-def _run_locked(main: Callable[[str], Any], run_dir: rundir.RunDir, workdir: str) -> Any:
+def _exit_peer_failure(line: str) -> None:
+    """One line and exit 1 at once: atexit's distributed shutdown would wait for the failed peer."""
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def _run_locked(main: Callable[[str], Any], run_dir: rundir.RunDir, workdir: str, distributed: Any) -> Any:
     config = gin.config_str()
+    leader = distributed.is_leader()
     previous = run_dir.read_status()
-    if previous and previous.get("status") == "finished" and previous.get("config") == config:
-        print(f"already finished ({os.path.join(workdir, rundir.STATUS_FILE)}): {rundir.one_line(previous.get('result'))}",
-              flush=True)
-        return previous.get("result")
-    save_config(workdir)
-    run_dir.write_status("running", config=config)
+    done = previous and previous.get("status") == "finished" and previous.get("config") == config
+    if distributed.leader_value([int(bool(done))]) == [1]:  # every process follows process 0's reading
+        if leader:
+            print(f"already finished ({os.path.join(workdir, rundir.STATUS_FILE)}): "
+                  f"{rundir.one_line(previous.get('result'))}", flush=True)
+        return previous.get("result") if previous else None
+    write_status = run_dir.write_status if leader else (lambda *a, **k: None)
+    if leader:
+        save_config(workdir)
+    write_status("running", config=config)
     rundir.reset_stop()
     try:
         with rundir.stop_on_signals():
             result = main(workdir)
     except BaseException as e:
-        run_dir.write_status("failed", config=config, error=_first_line(e))
+        write_status("failed", config=config, error=_first_line(e))
         raise
-    if rundir.stop_requested():
+    completed = isinstance(result, dict) and result.get("status") in ("complete", "target")
+    if rundir.stop_requested() and not completed:  # a signal after the last step changes nothing
         signum = rundir.stop_signal()
-        run_dir.write_status("interrupted", config=config, result=result)
+        write_status("interrupted", config=config, result=result)
         print(f"interrupted: saved; rerun the same command to resume ({rundir.one_line(result)})", file=sys.stderr,
               flush=True)
         sys.exit(128 + signum)
     # A run that returns with work left (games unfinished, a budget spent) is not "finished": a rerun goes on.
     left = result.get("status") if isinstance(result, dict) and result.get("status") in RESUMABLE else None
-    run_dir.write_status(left or "finished", config=config, result=result)
+    write_status(left or "finished", config=config, result=result)
     return result
 
 

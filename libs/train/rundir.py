@@ -102,8 +102,9 @@ class RunDir:
         self._lock_file = None
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[RunDir]:
-        path = os.path.join(self.workdir, LOCK_FILE)
+    def lock(self, process_index: int = 0) -> Iterator[RunDir]:
+        """Holds the workdir; the processes of one multi-process run each hold their own (`.lock.<id>`)."""
+        path = os.path.join(self.workdir, LOCK_FILE + (f".{process_index}" if process_index else ""))
         try:
             f = open(path, "a+")  # pylint: disable=consider-using-with
         except OSError as e:

@@ -28,7 +28,8 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from libs.models import layers, registry
-from libs.train import checkpoint, corpus, data, metrics, optim, rundir, sharding, shards, state
+from libs.train import (checkpoint, corpus, data, distributed, metrics, optim, rundir, sharding, shards, state,
+                        tfds_source)
 from libs.train.errors import UserError
 from libs.train.launch import NON_NEGATIVE, POSITIVE
 
@@ -47,6 +48,7 @@ def train(
     train_data: str = "stdlib",
     val_data: str = "stdlib",
     stdlib_tokenizer: str = "bytes",
+    tfds_data_dir: str | None = None,
     val_tokens: Annotated[int, NON_NEGATIVE] = 10_485_760,
     val_batch_size: Annotated[int, NON_NEGATIVE] = 0,
     eval_every: Annotated[int, NON_NEGATIVE] = 250,
@@ -67,6 +69,8 @@ def train(
       train_data / val_data: glob of FineWeb-format shards, or "stdlib" for the
         embedded corpus built from this interpreter's standard library.
       stdlib_tokenizer: tokenizer for the "stdlib" corpus (bytes | gpt2 | auto).
+      tfds_data_dir: where "tfds:NAME..." sources are prepared (None: $TFDS_DATA_DIR, else ~/tensorflow_datasets);
+        they are tokenized with stdlib_tokenizer (libs/train/tfds_source.py).
       val_tokens: validation budget in tokens (rounded down to whole batches).
       val_batch_size: sequences per validation batch (0: global_batch_size / microbatches).
       eval_every / log_every: validation and progress-line periods in steps.
@@ -77,7 +81,7 @@ def train(
     """
     exp = build(total_steps, seq_len, global_batch_size, microbatches)
     loader, val_batches = _data(train_data, val_data, stdlib_tokenizer, seq_len, global_batch_size,
-                                val_batch_size or global_batch_size // microbatches, val_tokens)
+                                val_batch_size or global_batch_size // microbatches, val_tokens, tfds_data_dir)
     with exp.context():
         ckpt = checkpoint.Checkpointer(workdir)
         restored = ckpt.restore_latest(exp.abstract_state(), on_error=_refuse_config_mismatch)
@@ -183,12 +187,16 @@ def _check_head_split(cfg, mesh: Mesh, rules) -> None:
                             f"(mesh {dict(mesh.shape)}); change make_mesh or the '{axis}' rule of logical_rules")
 
 
-def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens):
+def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens, tfds_data_dir=None):
     try:
         if "stdlib" in (train_data, val_data):
             paths = corpus.build_stdlib_corpus(tokenizer=tokenizer)
             train_data = paths.train_pattern if train_data == "stdlib" else train_data
             val_data = paths.val_pattern if val_data == "stdlib" else val_data
+        if tfds_source.is_spec(train_data):  # Converted to shards once (cached), then read like any shards.
+            train_data = tfds_source.build_shards(train_data, "train", tokenizer, tfds_data_dir).pattern
+        if tfds_source.is_spec(val_data):
+            val_data = tfds_source.build_shards(val_data, "val", tokenizer, tfds_data_dir).pattern
         pid, count = jax.process_index(), jax.process_count()
         loader = data.Loader(train_data, seq_len, batch, pid, count)
         val = data.validation_batches(val_data, seq_len, val_batch, val_tokens, pid, count)
@@ -227,6 +235,17 @@ class _Loop:
         sh = self.exp.batch_sharding
         return jax.make_array_from_process_local_data(sh, inputs), jax.make_array_from_process_local_data(sh, targets)
 
+    def _stop_now(self, step: int) -> bool:
+        """A signal asked to stop. All processes of a multi-process run stop at the same step: they agree
+        every `log_every` steps (a process signalled alone would otherwise wait forever in a collective)."""
+        if jax.process_count() == 1:
+            return rundir.stop_requested()
+        if step % self.log_every or not distributed.any_process(rundir.stop_requested()):
+            return False
+        if not rundir.stop_requested():
+            rundir.request_stop()  # another process was signalled: record and exit the same way
+        return True
+
     def validate(self, params) -> float:
         losses = [self.exp.eval_fn(params, *self._device_batch(*b)) for b in self.val_batches]
         return float(np.mean(jax.device_get(losses)))
@@ -244,7 +263,7 @@ class _Loop:
                 self.writer.write(0, "val", {"loss": val_loss, "train_time_s": 0.0, "tokens_seen": 0})
             clock = None
             while step < self.total_steps:
-                if rundir.stop_requested():
+                if self._stop_now(step):
                     status = "interrupted"
                     train_time += time.perf_counter() - clock if clock is not None else 0.0
                     meta = {**meta, "train_time_s": train_time, "tokens_seen": step * tokens_per_step}
