@@ -51,12 +51,18 @@ def test_cached_logits_equal_the_full_forward_pass(rope_style):
     assert not np.any(cache.k[0][1])  # slot 1 untouched
 
 
-def _naive_greedy(model, params, prompt, n):
+def _naive_greedy(model, params, prompt, n, width=64):
+    """Greedy decoding by full forward passes, no cache. Each pass sees the sequence zero-padded to `width`
+    (a causal model's logits at real positions ignore what follows), so one program serves every step."""
+    forward = _FORWARDS.setdefault(id(model), jax.jit(lambda p, t: model.apply({"params": p}, t, train=False)))
     seq = list(prompt)
     for _ in range(n):
-        logits = model.apply({"params": params}, jnp.asarray([seq]), train=False)
-        seq.append(int(jnp.argmax(logits[0, -1])))
+        logits = forward(params, jnp.asarray([seq + [0] * (width - len(seq))]))
+        seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
     return seq[len(prompt):]
+
+
+_FORWARDS: dict = {}
 
 
 def test_generation_equals_a_naive_greedy_loop():
@@ -86,8 +92,11 @@ def _sample(logits, allowed=None, temperature=0.0, top_p=1.0, seed=0, counter=0)
     logits = jnp.asarray(logits, jnp.float32)
     b = logits.shape[0]
     allowed = jnp.ones(logits.shape, bool) if allowed is None else jnp.asarray(allowed)
-    return np.asarray(decode.sample(logits, allowed, jnp.full(b, temperature), jnp.full(b, top_p),
-                                    jnp.full(b, seed, jnp.uint32), jnp.full(b, counter, jnp.int32)))
+    return np.asarray(_SAMPLE(logits, allowed, jnp.full(b, temperature), jnp.full(b, top_p),
+                              jnp.full(b, seed, jnp.uint32), jnp.full(b, counter, jnp.int32)))
+
+
+_SAMPLE = jax.jit(decode.sample)  # as the decoder runs it; op by op, 750 draws took minutes
 
 
 def test_sampling_rules():
