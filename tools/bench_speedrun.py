@@ -254,7 +254,7 @@ def _main_configs() -> None:
     command = " ".join(["python -m tools.bench_speedrun", f"--configs={','.join(_CONFIGS.value)}",
                         f"--batch={_BATCH.value}", f"--steps={_STEPS.value}", f"--warmup={_WARMUP.value}",
                         *[f"--gin_bindings='{b}'" for b in _GIN_BINDINGS.value]])
-    section = (f"\n### Configs side by side: {device}, {time.strftime('%Y-%m-%d %H:%M %Z')}\n\n"
+    section = (f"\n## Configs side by side: {device}, {time.strftime('%Y-%m-%d %H:%M %Z')}\n\n"
                f"`{command}` (batch per device; mean of the timed steps after the compiling and warmup steps; "
                f"random tokens)\n\n{config_table(rows)}\n")
     print(section)

@@ -97,7 +97,7 @@ def test_bench_speedrun_several_configs_one_table(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # one config failed
     text = doc.read_text()
-    assert text.startswith("# Benchmarks\n") and "### Configs side by side: cpu" in text
+    assert text.startswith("# Benchmarks\n") and "## Configs side by side: cpu" in text
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) == 2
     assert rows[0].startswith("| `configs/speedrun/smoke.gin` | 0.4")
