@@ -27,7 +27,7 @@ class ParseError(ValueError):
     r"""A reply without a usable `\boxed{JSON}` answer."""
 
 
-def _balanced(text: str, start: int) -> str | None:
+def balanced_object(text: str, start: int) -> str | None:
     """The text from the '{' at `start` to its matching '}' (quoted strings skipped), or None."""
     depth, quote, i = 0, None, start
     while i < len(text):
@@ -57,9 +57,9 @@ def _candidates(text: str) -> list[str]:
         while i < len(text) and text[i].isspace():
             i += 1
         if i < len(text) and text[i] == "{":
-            obj = _balanced(text, i)
+            obj = balanced_object(text, i)
         else:  # \boxed{"explore": true}: the box's own braces hold the object's contents
-            obj = _balanced(text, m.end() - 1)
+            obj = balanced_object(text, m.end() - 1)
         if obj is not None:
             found.append(obj)
     return found

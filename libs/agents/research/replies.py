@@ -1,0 +1,145 @@
+"""Reading research-agent replies: the plan and the program of a draft / improve / debug / crossover reply,
+and the structured review of the analyze operator.
+
+Models answer in many shapes: one fenced block (```python, ```py, ``` or ~~~), several (a snippet
+quoted in the plan, then the program), an unterminated fence at a length cut, reasoning wrapped in
+`<think>` tags, or no fence at all. `extract_plan_and_code` takes the program to be the longest block
+that parses as Python (the last one on a tie, as it is usually the final version), the plan the prose
+before it; a reply without a usable program raises `NoCode`, which the operators turn into a buggy node.
+
+`parse_review` reads the analyze operator's review, {is_bug, summary, metric, lower_is_better}, from a
+JSON object anywhere in the reply (json5: lenient), normalising the types the way AIDE does: a metric
+that is not a finite number becomes None (and the node buggy).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import re
+from typing import Any
+
+import json5
+
+from libs.agents.answers import balanced_object
+
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
+_FENCE = re.compile(r"^[ \t]*(```|~~~)[ \t]*([\w+.-]*)[^\n]*\n", re.M)
+_CODE_LANGS = {"", "python", "py", "python3", "py3"}
+_CODE_START = re.compile(r"^(import |from \S+ import |def |class |if __name__|[A-Za-z_]\w* *=)", re.M)
+
+
+class NoCode(ValueError):
+    """A reply without a program that parses as Python."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Review:
+    """The analyze operator's verdict on one executed candidate."""
+
+    is_bug: bool
+    summary: str
+    metric: float | None
+    lower_is_better: bool | None
+
+
+def strip_thinking(text: str) -> str:
+    """The reply without `<think>...</think>` reasoning (an unclosed one runs to the end)."""
+    return _THINK.sub("", text or "")
+
+
+def _blocks(text: str) -> list[tuple[int, str, str]]:
+    """(start offset, language, body) of each fenced block; an unterminated last fence runs to the end."""
+    blocks, pos = [], 0
+    while True:
+        opening = _FENCE.search(text, pos)
+        if opening is None:
+            return blocks
+        fence, lang = opening.group(1), opening.group(2).lower()
+        closing = re.compile(rf"^[ \t]*{re.escape(fence)}[ \t]*$", re.M).search(text, opening.end())
+        end = closing.start() if closing else len(text)
+        blocks.append((opening.start(), lang, text[opening.end():end]))
+        pos = closing.end() if closing else len(text)
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return bool(code.strip())
+
+
+def extract_plan_and_code(reply: str) -> tuple[str, str]:
+    """(plan, code) of a reply; raises NoCode when no block (or unfenced text) parses as Python."""
+    text = strip_thinking(reply)
+    candidates = [(start, body) for start, lang, body in _blocks(text) if lang in _CODE_LANGS and _parses(body)]
+    if candidates:
+        start, code = max(reversed(candidates), key=lambda c: len(c[1]))  # longest; the last on ties
+        return text[:start].strip(), code.strip("\n") + "\n"
+    if not _FENCE.search(text):  # no fence at all: the program may be the reply from its first code line
+        first = _CODE_START.search(text)
+        if first and _parses(text[first.start():]):
+            return text[:first.start()].strip(), text[first.start():].strip("\n") + "\n"
+    raise NoCode("the reply holds no Python program that parses" + (" (its code blocks have syntax errors)"
+                                                                       if _FENCE.search(text) else ""))
+
+
+def _json_objects(text: str) -> list[Any]:
+    found = []
+    for match in re.finditer(r"\{", text):
+        body = balanced_object(text, match.start())
+        if body is None:
+            continue
+        try:
+            value = json5.loads(body)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+    return found
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "false", "no"):
+        return value.strip().lower() in ("true", "yes")
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    return None
+
+
+def _metric(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_review(reply: str) -> Review:
+    """The review in a reply (the last JSON object with an `is_bug` field); raises ValueError without one."""
+    reviews = [obj for obj in _json_objects(strip_thinking(reply)) if "is_bug" in obj]
+    if not reviews:
+        raise ValueError("the reply holds no JSON review with an is_bug field")
+    review = reviews[-1]
+    is_bug = _flag(review.get("is_bug"))
+    metric = _metric(review.get("metric"))
+    return Review(is_bug=True if is_bug is None else is_bug, summary=str(review.get("summary") or "").strip(),
+                  metric=metric, lower_is_better=_flag(review.get("lower_is_better")))
+
+
+REVIEW_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "is_bug": {"type": "boolean"},
+        "summary": {"type": "string"},
+        "metric": {"type": ["number", "null"]},
+        "lower_is_better": {"type": "boolean"},
+    },
+    "required": ["is_bug", "summary", "metric", "lower_is_better"],
+}
