@@ -52,7 +52,7 @@ class Execution:
     wall_s: float
     timed_out: bool
     killed: str | None  # why it was stopped, when known: "timeout", "memory", "file_size"
-    files: dict[str, bytes]  # the collected files that exist (relative path -> content)
+    files: dict[str, bytes]  # the collected files that exist (relative path -> content; a directory: its files)
     workspace: str | None  # the kept workspace (keep=True), else None
     backend: str  # "bwrap" or "rlimits"
 
@@ -245,11 +245,24 @@ class Sandbox:
             killed = "file_size"
         files = {}
         for rel in collect:
-            content = _read_inside(workspace, rel, limits.file_bytes)
-            if content is not None:
-                files[rel] = content
+            for path in _files_under(workspace, rel):  # a directory (a checkpoint) is collected whole
+                content = _read_inside(workspace, path, limits.file_bytes)
+                if content is not None:
+                    files[path] = content
         return Execution(returncode=rc, stdout=out, stderr=err, wall_s=wall, timed_out=timed_out, killed=killed,
                          files=files, workspace=workspace if keep else None, backend=self.backend)
+
+
+def _files_under(workspace: str, rel: str) -> list[str]:
+    """`rel` itself, or the files below it when it is a real directory (symlinks are not followed)."""
+    top = os.path.join(workspace, rel)
+    if os.path.islink(top) or not os.path.isdir(top):
+        return [rel]
+    found = []
+    for folder, dirs, names in os.walk(top, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        found += [os.path.relpath(os.path.join(folder, n), workspace) for n in names]
+    return sorted(found)
 
 
 def _read_inside(workspace: str, rel: str, max_bytes: int) -> bytes | None:

@@ -292,6 +292,8 @@ def test_files_are_collected_safely(tmp_path, backend):
     kw = {"collect": ["submission.csv", "sub/metrics.json", "missing.txt", "evil", "evil_dir/host_secret.txt"]}
     ex = box.run([PY, "main.py"], _src(tmp_path, code), **kw)
     assert ex.files == {"submission.csv": b"id,y\n1,2\n", "sub/metrics.json": b'{"acc": 1}'}
+    whole = box.run([PY, "main.py"], _src(tmp_path, code), collect=["sub", "evil_dir"])  # a directory: its files
+    assert whole.files == {"sub/metrics.json": b'{"acc": 1}'}
     kept = box.run([PY, "main.py"], _src(tmp_path, code), keep=True, **kw)
     assert kept.workspace and Path(kept.workspace, "submission.csv").read_text() == "id,y\n1,2\n"
     assert os.listdir(scratch) == [os.path.basename(os.path.dirname(kept.workspace))]  # nothing else left

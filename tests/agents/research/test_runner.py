@@ -8,7 +8,8 @@ from libs.agents.research.runner import sandbox_runner
 from libs.envs import research_tasks
 from libs.sandbox import Sandbox
 
-TASKS = [name for name in research_tasks.list_tasks() if not research_tasks.load_task(name).needs_project]
+TASKS = [pytest.param(name, marks=pytest.mark.slow) if research_tasks.load_task(name).needs_project else name
+         for name in research_tasks.list_tasks()]  # language modelling trains for ~20 s: slow
 
 
 @pytest.fixture(scope="module", name="sandbox")
