@@ -53,9 +53,11 @@ def bwrap_command(workspace: str, binds: Sequence[tuple[str, str]], argv: Sequen
             cmd += ["--ro-bind", host, host]
     for name in _ETC:
         cmd += ["--ro-bind-try", "/etc/" + name, "/etc/" + name]
+    # The private /tmp first: an interpreter (a venv) or a view under the host's /tmp is bound on top of it.
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for p in interpreter_paths():
         cmd += ["--ro-bind", p, p]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", workspace, WORKSPACE]
+    cmd += ["--bind", workspace, WORKSPACE]
     for host, inside in binds:
         cmd += ["--ro-bind", host, inside]
     cmd += ["--remount-ro", "/", "--chdir", WORKSPACE, "--setenv", "PWD", WORKSPACE, "--", *argv]
