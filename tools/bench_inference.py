@@ -94,11 +94,10 @@ def _post(url: str, body: dict) -> dict:
 
 def _random_model():
     """(LlamaConfig, random params) of the --gin_file architecture, in --dtype."""
-    import gin  # pylint: disable=import-outside-toplevel
-
     from libs.models import registry  # pylint: disable=import-outside-toplevel
+    from libs.train import launch  # pylint: disable=import-outside-toplevel
 
-    gin.parse_config_files_and_bindings(_GIN_FILES.value, _GIN_BINDINGS.value)
+    launch.parse_config(_GIN_FILES.value, _GIN_BINDINGS.value)  # strict, as every binary parses gin
     model = registry.make_model()
     if model.family != "llama":
         raise UserError(f"--gin_file: make_model.family={model.family!r}; the decoder serves 'llama' models")
@@ -160,7 +159,7 @@ def main(argv):
             serving.use_compile_cache(serving.DEFAULT_COMPILE_CACHE)
             path, kind = serving.resolve(_MODEL.value)
             cfg, params, _ = serving.load(_MODEL.value, _DTYPE.value)
-    except (UserError, ValueError, OSError) as e:  # gin reports a bad file or binding as ValueError/OSError
+    except (UserError, ValueError, OSError) as e:  # ConfigError is a ValueError
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     model = ",".join(_GIN_FILES.value) + " (random weights)" if random_weights else _MODEL.value

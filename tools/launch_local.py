@@ -23,6 +23,8 @@ import time
 
 from absl import app, flags
 
+EXIT_USER_ERROR = 2
+
 _PROCESSES = flags.DEFINE_integer("processes", 2, "Number of processes.", lower_bound=1)
 _PORT = flags.DEFINE_integer("port", 0, "Coordinator port on 127.0.0.1 (0: a free one).", lower_bound=0)
 _DEVICES = flags.DEFINE_integer("devices_per_process", 0, "Fake CPU devices per process (XLA "
@@ -64,8 +66,14 @@ def launch(command: list[str], count: int, port: int, devices: int, log_dir: str
     port = port or free_port()
     procs, pumps = [], []
     for index in range(count):
-        proc = subprocess.Popen(command, env=process_env(index, count, port, devices), stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
-                                stderr=subprocess.STDOUT)
+        try:
+            proc = subprocess.Popen(command, env=process_env(index, count, port, devices),  # pylint: disable=consider-using-with
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        except OSError as e:
+            for started in procs:
+                started.kill()
+            print(f"error: cannot start {command[0]!r}: {e.strerror or e}", file=sys.stderr, flush=True)
+            return EXIT_USER_ERROR
         pump = threading.Thread(target=_pump, args=(proc.stdout, os.path.join(log_dir, f"process_{index}.log"),
                                                     index == 0), daemon=True)
         pump.start()
@@ -107,7 +115,8 @@ def main(argv):
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise app.UsageError("give the command after --, e.g. -- python -m experiments.speedrun ...")
+        print("error: give the command after --, e.g. -- python -m experiments.speedrun ...", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     sys.exit(launch(command, _PROCESSES.value, _PORT.value, _DEVICES.value, _LOG_DIR.value, _GRACE.value))
 
 

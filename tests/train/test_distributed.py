@@ -175,3 +175,9 @@ def test_a_process_that_never_joins_is_named_within_the_bound(tmp_path):
     assert proc.returncode == 1
     assert 4 <= time.monotonic() - t0 < 30
     assert output.strip().splitlines()[-1].startswith("error: could not join the 2-process run"), output[-2000:]
+
+
+def test_launch_helper_names_a_command_it_cannot_start(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tools.launch_local", f"--logs={tmp_path}", "--", "/nonexistent/x"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: cannot start")
