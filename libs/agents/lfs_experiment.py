@@ -207,9 +207,7 @@ def _gateway(workdir: str):
     """The run's gateway and the errors it raises: {"budget": run budget spent, "call": a call failed}."""
     from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel (litellm is slow to import)
 
-    gateway = llm.Gateway(llm.LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite"),
-                          ledger_path=os.path.join(workdir, "llm_ledger.jsonl"))  # budgets count every launch
-    return gateway, {"budget": llm.BudgetExceeded, "call": (llm.LLMError,)}
+    return llm.Gateway.for_run(workdir), {"budget": llm.BudgetExceeded, "call": (llm.LLMError,)}
 
 
 async def _play_all(jobs, play, parallel: int, games_path: str, budget_error) -> str:

@@ -73,7 +73,12 @@ _LEDGER_FIELDS = ("calls", "cached_calls", "empty_replies", "prompt_tokens", "co
 
 class LLMError(RuntimeError):
     """A model call failed: a transient fault still failing after max_retries (429, 5xx, timeouts, malformed
-    or empty replies), or a request the server rejects (400). One call failed; the run may go on."""
+    or empty replies), or a request the server rejects (400; `rejected` is then True: the same request
+    will not succeed, e.g. a prompt longer than the model's context). One call failed; the run may go on."""
+
+    def __init__(self, message: str, rejected: bool = False):
+        super().__init__(message)
+        self.rejected = rejected
 
 
 class LLMUserError(UserError, RuntimeError):
@@ -237,6 +242,13 @@ class Gateway:
         if config.local_model:
             log_dir = os.path.dirname(os.path.abspath(self.ledger_path)) if self.ledger_path else None
             local_server.ensure(config.api_base, config.model, config.local_model, log_dir=log_dir)
+
+    @classmethod
+    def for_run(cls, workdir: str) -> Gateway:
+        """The gateway of a run directory: the gin-configured `LLMConfig`, with the reply cache
+        (`llm_cache.sqlite`) and the usage ledger (`llm_ledger.jsonl`, so budgets count every launch) there."""
+        return cls(LLMConfig(), cache_path=os.path.join(workdir, "llm_cache.sqlite"),
+                   ledger_path=os.path.join(workdir, "llm_ledger.jsonl"))
 
     @property
     def structured_outputs(self) -> bool:
@@ -428,7 +440,8 @@ class Gateway:
                 self._add(errors=1)
                 tries = f" after {attempt + 1} attempts" if retryable else ""
                 _LOG.warning("LLM call to %s failed%s: %s", cfg.model, tries, message)
-                raise LLMError(f"{cfg.model} failed{tries}: {message}")  # Outside `except`: no chained key.
+                raise LLMError(f"{cfg.model} failed{tries}: {message}",  # Outside `except`: no chained key.
+                               rejected=not retryable)
             if retry_after is None:
                 delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2**attempt) * random.uniform(0.5, 1.0)
             else:  # Never earlier than asked; spread so that a burst of 429s does not return at once.

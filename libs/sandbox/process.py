@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from libs.sandbox import cgroups
 
@@ -136,11 +136,13 @@ def kill_tree(proc: subprocess.Popen, group: cgroups.Group | None) -> None:
         group.kill_all()
 
 
-def supervise(proc: subprocess.Popen, wall_s: float, output_bytes: int,
-              group: cgroups.Group | None) -> tuple[str, str, bool]:
-    """Reads stdout/stderr until the process exits or the wall time passes, then kills whatever is left of
-    the tree (also after a normal exit: nothing outlives a run). Returns (stdout, stderr, timed_out)."""
+def supervise(proc: subprocess.Popen, wall_s: float, output_bytes: int, group: cgroups.Group | None,
+              cancel: Callable[[], bool] | None = None) -> tuple[str, str, bool, bool]:
+    """Reads stdout/stderr until the process exits, the wall time passes or `cancel()` turns true (polled
+    every 0.2 s), then kills whatever is left of the tree (also after a normal exit: nothing outlives a
+    run). Returns (stdout, stderr, timed_out, cancelled)."""
     deadline = time.monotonic() + wall_s
+    cancelled = False
     out, err = _Capture(output_bytes), _Capture(output_bytes)
     caps = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
     sel = selectors.DefaultSelector()
@@ -163,7 +165,14 @@ def supervise(proc: subprocess.Popen, wall_s: float, output_bytes: int,
                 kill_tree(proc, group)
                 end = time.monotonic() + 2.0
                 continue
+            if cancel is not None and not exited and cancel():
+                cancelled = exited = True
+                kill_tree(proc, group)
+                end = time.monotonic() + 2.0
+                continue
             timeout = end - now if pidfd is not None or exited else min(end - now, 0.01)
+            if cancel is not None:
+                timeout = min(timeout, 0.2)
             for key, _ in sel.select(timeout):
                 if key.fd == pidfd:
                     sel.unregister(pidfd)
@@ -196,7 +205,7 @@ def supervise(proc: subprocess.Popen, wall_s: float, output_bytes: int,
             os.close(pidfd)
         proc.stdout.close()
         proc.stderr.close()
-    return out.text(), err.text(), timed_out
+    return out.text(), err.text(), timed_out, cancelled
 
 
 def _has_exited(pid: int) -> bool:

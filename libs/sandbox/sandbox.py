@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from libs.sandbox import cgroups, process
 from libs.train.errors import UserError
@@ -51,7 +51,7 @@ class Execution:
     stderr: str
     wall_s: float
     timed_out: bool
-    killed: str | None  # why it was stopped, when known: "timeout", "memory", "file_size"
+    killed: str | None  # why it was stopped, when known: "timeout", "memory", "file_size", "cancelled"
     files: dict[str, bytes]  # the collected files that exist (relative path -> content; a directory: its files)
     workspace: str | None  # the kept workspace (keep=True), else None
     backend: str  # "bwrap" or "rlimits"
@@ -147,10 +147,12 @@ class Sandbox:
 
     def run(self, argv: Sequence[str], files_from: str | os.PathLike, *, read_only: Mapping[str, str] = {},
             limits: Limits = Limits(), env: Mapping[str, str] = {}, collect: Sequence[str] = (),
-            keep: bool = False, stdin: str | None = None) -> Execution:
+            keep: bool = False, stdin: str | None = None, cancel: Callable[[], bool] | None = None) -> Execution:
         """Runs `argv` in a fresh copy of `files_from` with `read_only` {host path: sandbox path} views (a
         relative sandbox path is inside the workspace) and returns what happened; anything the program does is
-        reported in the Execution, never raised. Bad arguments raise UserError."""
+        reported in the Execution, never raised. `cancel` is polled while it runs: once it returns True the
+        whole tree is killed (`killed == "cancelled"`; e.g. `rundir.stop_requested` on SIGTERM). Bad arguments
+        raise UserError."""
         argv, src, binds, collect = self._check(argv, files_from, read_only, limits, env, collect)
         run_dir = tempfile.mkdtemp(prefix="sandbox-", dir=self.scratch_dir)
         workspace = os.path.join(run_dir, "workspace")
@@ -171,7 +173,7 @@ class Sandbox:
             if not bwrap:
                 os.mkdir(tmp)
             cmd = process.bwrap_command(workspace, mounts, argv) if bwrap else argv
-            return self._execute(cmd, workspace, run_dir, clean_env, limits, stdin, collect, keep)
+            return self._execute(cmd, workspace, run_dir, clean_env, limits, stdin, collect, keep, cancel)
         finally:
             if keep:
                 _rmtree(os.path.join(run_dir, "tmp"))
@@ -208,7 +210,7 @@ class Sandbox:
             r["nproc"] = limits.processes + _processes_of(os.getuid())
         return r
 
-    def _execute(self, cmd, workspace, run_dir, env, limits, stdin, collect, keep) -> Execution:
+    def _execute(self, cmd, workspace, run_dir, env, limits, stdin, collect, keep, cancel) -> Execution:
         extra = 2 if self.backend == "bwrap" else 0  # bwrap's monitor and the namespace's init
         try:
             group = cgroups.Group(limits.memory_mb << 20, limits.processes + extra)
@@ -230,7 +232,8 @@ class Sandbox:
             finally:
                 if stdin is not None:
                     stdin_file.close()
-            out, err, timed_out = process.supervise(proc, limits.wall_s, limits.output_bytes, group)
+            out, err, timed_out, cancelled = process.supervise(proc, limits.wall_s, limits.output_bytes, group,
+                                                                   cancel)
             wall = time.monotonic() - start
             oom = group.oom_kills()
         finally:
@@ -239,6 +242,8 @@ class Sandbox:
         killed = None
         if timed_out:
             killed = "timeout"
+        elif cancelled:
+            killed = "cancelled"
         elif oom and rc:
             killed = "memory"
         elif rc == 128 + signal.SIGXFSZ:

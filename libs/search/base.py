@@ -17,6 +17,7 @@ a search that runs out of tokens mid-step stops there.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import functools
 import heapq
@@ -58,6 +59,23 @@ class SearchResult:
 
 class _TokensSpent(Exception):
     """Raised after a query that used up the token budget; `run()` stops there."""
+
+
+class Interrupted(Exception):
+    """Raised by an operator whose work a stop request cut short (e.g. a sandboxed execution killed on
+    SIGTERM): `run()` ends with stop reason "interrupted" without counting the step. Nodes the step had
+    already added stay in the journal; the step's unfinished work is chosen afresh on resume."""
+
+
+async def gather_all(*jobs: Awaitable[T]) -> list[T]:
+    """Runs `jobs` concurrently and returns their results in order; the first failure (an interruption, a
+    spent budget) cancels the others and is raised as itself, not as an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job) for job in jobs]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 class Search(abc.ABC):
@@ -120,6 +138,11 @@ class Search(abc.ABC):
                 more = await self.step()
             except _TokensSpent:
                 more, reason = True, "tokens"
+            except Interrupted:
+                self.active_s += time.perf_counter() - t0
+                reason = "interrupted"
+                self.tree.save_policy_state({**self.tree.policy_state, "active_s": self.active_s}, self.seconds())
+                break
             self.active_s += time.perf_counter() - t0
             self.steps += 1
             self.tree.save_policy_state({**self.policy_state(), "active_s": self.active_s, "query_s": self.query_s,
@@ -133,6 +156,15 @@ class Search(abc.ABC):
                             tokens=self.problem.tokens_used(), seconds=self.active_s, query_seconds=self.query_s,
                             steps=self.steps,
                             best=self.tree.best(), solution=self.won)
+
+    def nodes_left(self, default: int) -> int:
+        """How many more nodes the node budget allows (`default` when it sets none, or when the policy's
+        operators may add several nodes per call); operator policies that grow several candidates per step
+        size their steps with it, so a budget is not overshot by a whole step."""
+        operators = getattr(self, "operators", None)
+        if not self.budget.max_nodes or not getattr(operators, "one_node_per_call", False):
+            return default
+        return max(0, min(default, self.budget.max_nodes - len(self.tree)))
 
     def seconds(self) -> float:
         """Wall time of this search over all its sessions (the time budget)."""
@@ -224,8 +256,9 @@ class Search(abc.ABC):
         parents = parent if isinstance(parent, list) else [parent]
         solved = self.problem.is_solution(state)
         terminal = self.problem.is_terminal(state)
+        buggy = bool(fields.pop("buggy", False)) or (terminal and not solved)
         child = self.tree.add(state, [p.id for p in parents], value=None if value is None else float(value),
-                              terminal=terminal, solved=solved, buggy=terminal and not solved, **fields)
+                              terminal=terminal, solved=solved, buggy=buggy, **fields)
         if solved and self.win_on_generation:
             self.visit(child)
         self.on_node(child)

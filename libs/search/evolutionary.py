@@ -13,14 +13,13 @@ best members of the stronger half.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 from typing import Any
 
 import gin
 
-from libs.search.base import Search
+from libs.search.base import Search, gather_all
 from libs.search.operators import Operators, TreeOperators
 from libs.search.tree import Node
 
@@ -65,7 +64,7 @@ class Evolutionary(Search):
         else:
             child = await self.operators.improve(self, first)
         for _ in range(self.max_debug_depth):
-            if child is None or not child.buggy:
+            if child is None or not child.buggy or not self.nodes_left(1):
                 break
             child = await self.operators.debug(self, child)
         return island, child
@@ -73,12 +72,13 @@ class Evolutionary(Search):
     async def step(self) -> bool:
         rng = random.Random(f"{self.seed}:{self.steps}")
         if self.steps == 0:
-            jobs = [(i % self.num_islands, self.operators.draft(self)) for i in range(self.per_generation)]
+            jobs = [(i % self.num_islands, self.operators.draft(self))
+                    for i in range(max(1, self.nodes_left(self.per_generation)))]
             results = [(i, await job) for i, job in jobs]  # Drafts in order: each sees the last.
         else:
             means = [sum(map(self._fitness, m)) / len(m) if m else 0.0 for m in self.islands]
-            picks = [self._softmax_pick(rng, means) for _ in range(self.per_generation)]
-            results = await asyncio.gather(*(self._offspring(random.Random(rng.random()), i) for i in picks))
+            picks = [self._softmax_pick(rng, means) for _ in range(max(1, self.nodes_left(self.per_generation)))]
+            results = await gather_all(*(self._offspring(random.Random(rng.random()), i) for i in picks))
         for island, child in results:
             if child is None or child.buggy:
                 continue

@@ -1,6 +1,11 @@
 """Greedy search as in AIDE and aira-dojo: draft `num_drafts` candidates, then with
 probability `debug_prob` repair a random buggy candidate (at most
-`max_debug_depth` repairs in a row), else improve the best good candidate."""
+`max_debug_depth` repairs in a row), else improve the best good candidate.
+
+`workers` > 1 grows that many candidates per step concurrently (for operators whose work is slow and
+independent, such as executing programs): each worker chooses its action in turn, before any of them
+runs, so drafts in flight count towards `num_drafts` and no buggy node is debugged twice; several
+workers may improve the same best candidate (different samples of one operator)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import random
 
 import gin
 
-from libs.search.base import Search
+from libs.search.base import Search, gather_all
 from libs.search.operators import Operators, TreeOperators, debug_depth, is_tried
 from libs.search.tree import Node
 
@@ -19,8 +24,11 @@ class Greedy(Search):
     name = "greedy"
 
     def __init__(self, *args, operators: Operators | None = None, num_drafts: int = 5, debug_prob: float = 0.5,
-                 max_debug_depth: int = 3, seed: int = 0, **kwargs):
+                 max_debug_depth: int = 3, seed: int = 0, workers: int = 1, **kwargs):
+        if workers < 1:
+            raise ValueError(f"Greedy.workers={workers}: expected at least 1")
         self.operators = operators or TreeOperators()
+        self.workers = workers
         self.num_drafts, self.debug_prob, self.max_debug_depth, self.seed = (
             num_drafts, debug_prob, max_debug_depth, seed)
         self._good: list[tuple[float, int, int]] = []  # (-value, -depth, id): good candidates, deepest first on ties
@@ -55,13 +63,34 @@ class Greedy(Search):
         self.tree.update(node, meta={**node.meta, "spent": True})
 
     async def step(self) -> bool:
-        rng = random.Random(f"{self.seed}:{self.steps}")
-        new = None
-        if self._drafts < self.num_drafts:
-            new = await self.operators.draft(self)
-        elif self._buggy and rng.random() < self.debug_prob:
+        if self.workers == 1:
+            return await self._grow(random.Random(f"{self.seed}:{self.steps}"), self._choose)
+        # Choices first (synchronously, so workers see each other's), then the work, concurrently.
+        choices, drafting = [], 0
+        for worker in range(max(1, self.nodes_left(self.workers))):
+            rng = random.Random(f"{self.seed}:{self.steps}:{worker}")
+            choice = self._choose(rng, drafting)
+            drafting += choice[0] == "draft"
+            choices.append((rng, choice))
+        grown = await gather_all(*(self._grow(rng, lambda _rng, c=choice: c) for rng, choice in choices))
+        return any(grown)
+
+    def _choose(self, rng: random.Random, drafting: int = 0) -> tuple[str, Node | None]:
+        """("draft", None), ("debug", the buggy node) or ("improve", None: the best good node when it runs)."""
+        if self._drafts + drafting < self.num_drafts:
+            return "draft", None
+        if self._buggy and rng.random() < self.debug_prob:
             target = self.tree[self._buggy.pop(rng.randrange(len(self._buggy)))]
             self._spend(target)
+            return "debug", target
+        return "improve", None
+
+    async def _grow(self, rng: random.Random, choose) -> bool:
+        op, target = choose(rng)
+        new = None
+        if op == "draft":
+            new = await self.operators.draft(self)
+        elif op == "debug":
             new = await self.operators.debug(self, target)
         while new is None:
             best = self._best_good()

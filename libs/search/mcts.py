@@ -14,6 +14,13 @@
 - "uct" (aira-dojo): mean backed-up value, min-max normalised over all values seen so far, plus
   c * sqrt(ln N_parent / n). Leaves take the value their parent's child-values query gave them;
   terminal leaves back up 1 (solved) or 0, and dead ends are closed.
+
+With `operators` (research agents, as aira-dojo's MCTS) the tree grows by operators instead of
+`expand`: selection walks down by UCT over the children that have been visited (a candidate that
+never worked is never selected) to a node without such children; from it `num_children` candidates
+are made concurrently (drafts from the root, improvements elsewhere). A buggy candidate gets up to
+`max_debug_depth` debugs in a row; a good one (or a repaired chain) backs its value up along the
+selected path and itself. Selection is then always "uct".
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import Any
 
 import gin
 
-from libs.search.base import Search
+from libs.search.base import Search, gather_all
+from libs.search.operators import Operators
 from libs.search.tree import Node
 
 
@@ -31,12 +39,17 @@ from libs.search.tree import Node
 class MCTS(Search):
     name = "mcts"
 
-    def __init__(self, *args, selection: str = "puct", c: float = 0.5, close_dead_ends: bool | None = None,
-                 **kwargs):
-        """`close_dead_ends`: never select a finished dead end again (default: False for puct, as in the
+    def __init__(self, *args, selection: str | None = None, c: float = 0.5, close_dead_ends: bool | None = None,
+                 operators: Operators | None = None, num_children: int = 5, max_debug_depth: int = 20, **kwargs):
+        """`selection`: "puct" (default) or "uct" (default and required with `operators`).
+        `close_dead_ends`: never select a finished dead end again (default: False for puct, as in the
         paper, True for uct)."""
-        if selection not in ("uct", "puct"):
-            raise ValueError(f"MCTS.selection={selection!r}: expected 'uct' or 'puct'")
+        selection = selection or ("uct" if operators is not None else "puct")
+        if selection not in ("uct", "puct") or (operators is not None and selection != "uct"):
+            raise ValueError(f"MCTS.selection={selection!r}: expected 'uct' or 'puct' ('uct' with operators)")
+        if num_children < 1 or max_debug_depth < 0:
+            raise ValueError("MCTS needs num_children >= 1 and max_debug_depth >= 0")
+        self.operators, self.num_children, self.max_debug_depth = operators, num_children, max_debug_depth
         self.selection, self.c = selection, c
         self.close_dead_ends = (selection == "uct") if close_dead_ends is None else close_dead_ends
         self.low, self.high = math.inf, -math.inf
@@ -51,6 +64,8 @@ class MCTS(Search):
             self._unexpanded.add(node.id)
 
     async def step(self) -> bool:
+        if self.operators is not None:
+            return await self._operator_step()
         root = self.tree.root
         if not root.expanded:  # The paper expands the root up front, without values.
             await self.expand(root, score=self.selection == "uct")
@@ -87,6 +102,34 @@ class MCTS(Search):
             self.tree.update(node, visits=node.visits + 1, total_value=node.total_value + value)
             self._see(node.total_value / node.visits)
         return bool(self._unexpanded) or self.won is not None  # A finished tree has nothing left to learn.
+
+    async def _operator_step(self) -> bool:
+        path = [self.tree.root]
+        while True:
+            tried = [self.tree[c] for c in path[-1].children if self.tree[c].visits]
+            if not tried:
+                break
+            path.append(max(tried, key=self._scorer(path[-1])))
+        leaf = path[-1]
+        chains = await gather_all(*(self._candidate(leaf) for _ in range(max(1, self.nodes_left(self.num_children)))))
+        for chain in chains:
+            if chain and not chain[-1].buggy:
+                value = chain[-1].value if chain[-1].value is not None else 0.0
+                for node in path + chain:
+                    self.tree.update(node, visits=node.visits + 1, total_value=node.total_value + value)
+                    self._see(node.total_value / node.visits)
+        return any(chains)
+
+    async def _candidate(self, leaf: Node) -> list[Node]:
+        """A new candidate from `leaf` and its debugs: the chain of nodes made (empty: nothing to offer)."""
+        first = await (self.operators.draft(self) if leaf.id == self.tree.root.id else self.operators.improve(self, leaf))
+        chain = [first] if first is not None else []
+        while chain and chain[-1].buggy and len(chain) <= self.max_debug_depth and self.nodes_left(1):
+            fixed = await self.operators.debug(self, chain[-1])
+            if fixed is None:
+                break
+            chain.append(fixed)
+        return chain
 
     async def _set_priors(self, node: Node) -> None:
         """The paper's prior query: scores for the listed children, missing ones 1/len(children), normalised."""

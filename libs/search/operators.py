@@ -17,7 +17,13 @@ from libs.search.tree import Node
 
 
 class Operators(abc.ABC):
-    """Each operator returns the new candidate node, or None when it has nothing to offer."""
+    """Each operator returns the new candidate node, or None when it has nothing to offer.
+
+    `one_node_per_call`: each call adds exactly one node (research operators), so policies can size a
+    step's work to the node budget (`Search.nodes_left`); False where a call may expand many.
+    """
+
+    one_node_per_call = True
 
     @abc.abstractmethod
     async def draft(self, search: Search) -> Node | None:
@@ -46,6 +52,8 @@ def debug_depth(node: Node) -> int:
 
 class TreeOperators(Operators):
     """Operators over `expand` and child values only: pick the best untried successor."""
+
+    one_node_per_call = False  # picking a successor expands its parent: all its children at once
 
     async def _pick(self, search: Search, parent: Node, op: str, depth: int = 0, note: str = "") -> Node | None:
         children = await search.expand(parent)

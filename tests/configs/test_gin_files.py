@@ -14,13 +14,15 @@ ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.gin")
 CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun" + os.sep in p]
 LFS_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "lfs" + os.sep in p]
 LLAMA_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "llama" + os.sep in p]
+RESEARCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "research_agent" + os.sep in p]
+RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
 BASE = os.path.join(REPO_ROOT, "configs", "speedrun", "gpt2_124m.gin")
 LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 
 def test_every_config_is_covered():
-    assert set(ALL_CONFIGS) == set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS), \
+    assert set(ALL_CONFIGS) == set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS), \
         "a new configs/ folder needs a test here"
 
 
@@ -85,3 +87,15 @@ def test_llama_configs_bind_the_architecture_only(path, clean_gin):
             assert line.startswith(("LlamaConfig.", "make_model.family")), (path, line)
     exp = trainer.build(10, 2048, 8, 1)
     assert type(exp.cfg).__name__ == "LlamaConfig" and exp.n_params > 1e8
+
+
+@pytest.mark.parametrize("path", RESEARCH_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_research_agent_configs_parse_with_known_tasks_policies_and_operators(path, clean_gin):
+    from libs.agents.research import experiment  # pylint: disable=import-outside-toplevel
+    from libs.envs import research_tasks  # pylint: disable=import-outside-toplevel
+
+    base = os.path.join(REPO_ROOT, "configs", "research_agent", "offline.gin")
+    launch.parse_config([base, path] if os.path.basename(path) in RESEARCH_OVERLAYS else [path], [])
+    assert set(gin.query_parameter("research_agent.tasks")) <= set(research_tasks.list_tasks()) | {"all"}
+    assert gin.query_parameter("research_agent.policy") in experiment.POLICIES
+    assert gin.query_parameter("research_agent.operators") in experiment.OPERATOR_SETS

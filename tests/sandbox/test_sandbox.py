@@ -171,6 +171,21 @@ def test_infinite_loop_times_out_and_the_whole_tree_dies(sandboxes, tmp_path, ba
     assert _survivors(marker) == []
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cancel_kills_the_run_at_once(sandboxes, tmp_path, backend):
+    marker = f"cancel-{uuid.uuid4().hex}"
+    code = """
+        import time
+        print("started", flush=True)
+        time.sleep(600)
+    """
+    start = time.monotonic()
+    ex = sandboxes(backend).run([PY, "main.py", marker], _src(tmp_path, code), limits=Limits(wall_s=60),
+                                cancel=lambda: time.monotonic() - start > 1.0)
+    assert ex.killed == "cancelled" and not ex.timed_out and ex.wall_s < 3
+    assert ex.stdout == "started\n" and _survivors(marker) == []
+
+
 @needs_bwrap
 def test_no_network(sandboxes, tmp_path):
     server = socket.socket()

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import os
 
+from collections.abc import Callable
+
 from libs.envs.research_tasks import Runner, RunResult, RunSpec
 from libs.sandbox import Limits, Sandbox
 
 
-def sandbox_runner(sandbox: Sandbox, processes: int = 64, output_bytes: int = 65536) -> Runner:
-    """A Runner over `sandbox`."""
+class ExecutionCancelled(Exception):
+    """The run was killed because `cancel()` turned true (a stop request); it has no result."""
+
+
+def sandbox_runner(sandbox: Sandbox, processes: int = 64, output_bytes: int = 65536,
+                   cancel: Callable[[], bool] | None = None) -> Runner:
+    """A Runner over `sandbox`; `cancel` (polled while a command runs) kills it and raises ExecutionCancelled."""
 
     def run(spec: RunSpec) -> RunResult:
         limits = Limits(wall_s=spec.timeout_s, memory_mb=spec.memory_mb, processes=processes,
                         output_bytes=output_bytes)
         execution = sandbox.run(list(spec.command), spec.cwd, read_only={str(h): str(i) for h, i in spec.read_only},
-                                limits=limits, env=dict(spec.env), collect=spec.collect)
+                                limits=limits, env=dict(spec.env), collect=spec.collect, cancel=cancel)
+        if execution.killed == "cancelled":
+            raise ExecutionCancelled(f"{spec.command[-1]}: stopped by a stop request")
         for rel, content in execution.files.items():
             path = os.path.join(spec.cwd, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
