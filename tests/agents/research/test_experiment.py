@@ -89,6 +89,20 @@ def test_a_request_the_server_rejects_is_a_buggy_node_and_the_search_goes_on(tmp
     assert not second.get("buggy")
 
 
+def test_the_token_budget_stops_the_run_cleanly_across_launches(tmp_path):
+    with LocalOpenAIServer(responder=ResearchResponder()) as server:
+        args = ["--gin_file=configs/research_agent/llm.gin", "--gin_bindings=research_agent.tasks = ['prisoners_dilemma']",
+                "--gin_bindings=LLMConfig.budget_tokens = 6000", "--gin_bindings=LLMConfig.budget_usd = 0.0",
+                *[f"--gin_bindings={b}" for b in llm_bindings(server)], f"--workdir={tmp_path}"]
+        for _ in range(2):
+            proc = run_binary("experiments.research_agent", *args)
+            assert proc.returncode == 0 and "LLM budget spent" in proc.stderr, proc.stderr[-3000:]
+            assert json.loads((tmp_path / "status.json").read_text())["status"] == "budget"
+    ledger = [json.loads(line) for line in open(tmp_path / "llm_ledger.jsonl")]
+    spent = [r["prompt_tokens"] + r["completion_tokens"] for r in ledger if not r["cached"]]
+    assert 6000 <= sum(spent) <= 6000 + 2 * max(spent)  # two launches, one budget (+ the calls in flight)
+
+
 def test_rule_based_offline_run_labels_the_stand_in_and_reruns_change_nothing(tmp_path):
     args = ["--gin_file=configs/research_agent/offline.gin", "--gin_bindings=research_agent.steps = 6",
             "--gin_bindings=research_agent.tasks = ['prisoners_dilemma', 'battle_of_sexes']", f"--workdir={tmp_path}"]
@@ -127,7 +141,8 @@ def test_bad_settings_are_one_line_errors(binding, message, tmp_path):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
+                         ids=["sigterm", "sigkill"])
 def test_a_stopped_run_resumes_without_repeating_or_losing_a_node(stop, tmp_path):
     with LocalOpenAIServer(responder=ResearchResponder(), delay_s=0.3) as server:
         args = ["--gin_file=configs/research_agent/offline.gin", "--gin_bindings=research_agent.operators = 'aira'",
