@@ -39,6 +39,28 @@ class Evolutionary(Search):
         self.max_island_size, self.max_debug_depth, self.seed = max_island_size, max_debug_depth, seed
         self.islands: list[list[int]] = [[] for _ in range(num_islands)]
         super().__init__(*args, **kwargs)
+        if self.operators.one_node_per_call:
+            self._adopt_orphans()
+
+    def _adopt_orphans(self) -> None:
+        """Good candidates a killed generation made (journaled, but the islands were saved before them)
+        join their parent's island now, so resuming loses none from the population."""
+        known = self.tree.policy_state.get("nodes")
+        if known is None:
+            return
+        for node in self.tree.nodes[known:]:
+            if node.meta.get("op") and not node.buggy:
+                island = next((i for i, m in enumerate(self.islands) if node.parent in m), 0)
+                self._admit(island, node)
+
+    def _admit(self, island: int, child: Node) -> None:
+        """`child` joins `island` if at least as fit as its mean; the island keeps its fittest."""
+        members = self.islands[island]
+        mean = sum(map(self._fitness, members)) / len(members) if members else -math.inf
+        if self._fitness(child.id) >= mean and child.id not in members:
+            members.append(child.id)
+            members.sort(key=self._fitness, reverse=True)
+            del members[self.max_island_size:]
 
     def temperature(self) -> float:
         frac = min(1.0, self.steps / max(self.num_generations - 1, 1))
@@ -80,14 +102,8 @@ class Evolutionary(Search):
             picks = [self._softmax_pick(rng, means) for _ in range(max(1, self.nodes_left(self.per_generation)))]
             results = await gather_all(*(self._offspring(random.Random(rng.random()), i) for i in picks))
         for island, child in results:
-            if child is None or child.buggy:
-                continue
-            members = self.islands[island]
-            mean = sum(map(self._fitness, members)) / len(members) if members else -math.inf
-            if self._fitness(child.id) >= mean and child.id not in members:
-                members.append(child.id)
-                members.sort(key=self._fitness, reverse=True)
-                del members[self.max_island_size:]
+            if child is not None and not child.buggy:
+                self._admit(island, child)
         if self.num_islands > 1 and rng.random() < self.migration_prob:
             self._migrate()
         return any(child is not None for _, child in results)
@@ -99,7 +115,7 @@ class Evolutionary(Search):
             self.islands[w] = list(self.islands[s][: max(1, len(self.islands[s]) // 2)])
 
     def policy_state(self) -> dict[str, Any]:
-        return {**super().policy_state(), "islands": self.islands}
+        return {**super().policy_state(), "islands": self.islands, "nodes": len(self.tree)}
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)

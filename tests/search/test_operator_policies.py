@@ -41,6 +41,7 @@ class CountingOperators(Operators):
     async def _make(self, search, parents, op, state, depth=0):
         self.calls += 1
         if self.interrupt_after is not None and self.calls > self.interrupt_after:
+            await asyncio.sleep(3 * self.delay)  # calls already running finish first, as executions would
             raise Interrupted()
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -127,5 +128,8 @@ def test_an_interrupted_step_keeps_its_nodes_and_the_search_resumes(name, tmp_pa
     assert result.stop_reason == "interrupted" and 1 < len(made) <= 6
     resumed = make(CountingOperators(), journal_path=path, budget=Budget(max_nodes=12))
     assert [(n.state, n.parents) for n in resumed.tree.nodes] == made and resumed.steps == result.steps
+    if name == "evolutionary":  # what the killed generation made joins the population
+        orphans = [n.id for n in resumed.tree.nodes[resumed.tree.policy_state["nodes"]:] if not n.buggy]
+        assert orphans and all(any(i in island for island in resumed.islands) for i in orphans)
     asyncio.run(resumed.run())
     assert len(resumed.tree) >= 12 and [(n.state, n.parents) for n in resumed.tree.nodes[:len(made)]] == made
