@@ -97,20 +97,21 @@ def run(
     shutil.rmtree(scratch, ignore_errors=True)  # executions of a killed launch
     os.makedirs(scratch)
     gateway, errors = _gateway(workdir) if operators != "rule_based" else (None, None)
-    results, status = [], "complete"
-    try:
+    budget = Budget(max_nodes=steps + 1, max_tokens=max_tokens_per_task, max_seconds=max_seconds_per_task)
+
+    async def search_all() -> tuple[list[dict[str, Any]], str]:  # one event loop: the gateway's clients live on it
+        done = []
         for name in names:
-            outcome = asyncio.run(_search_task(
-                research_tasks.load_task(name), workdir, scratch, sandbox, gateway, operators, policy, settings,
-                Budget(max_nodes=steps + 1, max_tokens=max_tokens_per_task, max_seconds=max_seconds_per_task),
-                max_execution_s, parallel_executions, rule_mode, seed, errors))
-            if outcome is None:
-                status = "interrupted"
-                break
-            if outcome == "budget":
-                status = "budget"
-                break
-            results.append(outcome)
+            outcome = await _search_task(research_tasks.load_task(name), workdir, scratch, sandbox, gateway, operators,
+                                         policy, settings, budget, max_execution_s, parallel_executions, rule_mode,
+                                         seed, errors)
+            if outcome is None or outcome == "budget":
+                return done, "interrupted" if outcome is None else "budget"
+            done.append(outcome)
+        return done, "complete"
+
+    try:
+        results, status = asyncio.run(search_all())
     finally:
         if gateway is not None:
             gateway.write_usage(os.path.join(workdir, "llm_usage.jsonl"))

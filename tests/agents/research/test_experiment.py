@@ -31,7 +31,8 @@ def _nodes(workdir, task="prisoners_dilemma"):
 
 
 def _run_in_process(bindings, workdir):
-    launch.parse_config([], ["research_agent.tasks = ['prisoners_dilemma']", "research_agent.reply_retries = 1", *bindings])
+    launch.parse_config([], ["research_agent.tasks = ['prisoners_dilemma']", "research_agent.reply_retries = 1",
+                             *bindings])
     try:
         return experiment.run(str(workdir))
     finally:
@@ -67,6 +68,15 @@ def test_model_operator_sets_run_every_policy_over_http(operator_set, policy, tm
     assert "row_strategy" in html and "sk-test" not in html
     for name in ("summary.md", "results.json", "tasks/prisoners_dilemma/journal.jsonl", "llm_ledger.jsonl"):
         assert "sk-test" not in (tmp_path / name).read_text()  # the key never reaches the run's files
+
+
+def test_a_model_run_goes_through_several_tasks(tmp_path):
+    with LocalOpenAIServer(responder=ResearchResponder()) as server:
+        summary = _run_in_process(["research_agent.operators = 'aira'", "research_agent.steps = 2",
+                                   "research_agent.tasks = ['prisoners_dilemma', 'battle_of_sexes']",
+                                   *llm_bindings(server)], tmp_path)
+    assert summary["tasks"] == 2 and summary["status"] == "complete"
+    assert len(_nodes(tmp_path, "battle_of_sexes")) == 2
 
 
 def test_replies_without_code_and_crashes_make_buggy_nodes_not_errors(tmp_path):
