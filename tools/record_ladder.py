@@ -27,11 +27,8 @@ from typing import Any
 from absl import app, flags
 
 from libs.train import launch, metrics
+from tools.records import CONFIG_DIR, RECORDS, SCALE_FILE, change_summary
 
-RECORDS = ["gpt2_124m", "record_02", "record_03", "record_04", "record_05",
-           "record_08", "record_09", "record_10", "record_11"]
-CONFIG_DIR = "configs/speedrun"
-SCALE_FILE = f"{CONFIG_DIR}/cpu_scale.gin"
 
 _OUT = flags.DEFINE_string("out", "docs/record_ladder.md", "Markdown table to write.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "runs/ladder", "Parent of the per-run workdirs.")
@@ -41,15 +38,6 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each record runs once per see
 _TIE = flags.DEFINE_float(
     "tie", 0.03, "A |delta| at most this (nats), or within the seeds' std, counts as a tie. At 250 steps, "
     "shortening record_09's momentum warmup by 1.3% (all record_10 changes here) moves the loss by ~0.025.")
-
-
-def change_summary(record: str) -> str:
-    """The first comment line of the record's gin file."""
-    with open(os.path.join(launch.REPO_ROOT, CONFIG_DIR, f"{record}.gin")) as f:
-        for line in f:
-            if line.startswith("#"):
-                return line.lstrip("#").strip().rstrip(",")
-    return ""
 
 
 def proxy_scale() -> dict[str, str]:
