@@ -29,7 +29,6 @@ from absl import app, flags
 from libs.train import launch, metrics
 from tools.records import CONFIG_DIR, RECORDS, SCALE_FILE, change_summary
 
-
 _OUT = flags.DEFINE_string("out", "docs/record_ladder.md", "Markdown table to write.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "runs/ladder", "Parent of the per-run workdirs.")
 _STEPS = flags.DEFINE_integer("steps", 250, "Optimizer steps per run (same for every record).")

@@ -145,7 +145,7 @@ def main(argv):
             runs.append(run)
     rows = references(runs, records)
     steps = ladder_steps(rows)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "device": f"{jax.default_backend()} ({os.cpu_count()} CPU cores visible)",
             "command": "python -m tools.speedrun_bench_refs " + " ".join(sys.argv[1:]), "target": _TARGET.value,
             "eval_every": _EVAL_EVERY.value, "val_tokens": _VAL_TOKENS.value, "max_steps": _MAX_STEPS.value,

@@ -9,7 +9,6 @@ submission). This, not the tasks' unsandboxed `local_runner`, is what runs gener
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable
 
 from libs.envs.research_tasks import Runner, RunResult, RunSpec

@@ -108,7 +108,7 @@ def test_the_token_budget_stops_the_run_cleanly_across_launches(tmp_path):
             proc = run_binary("experiments.research_agent", *args)
             assert proc.returncode == 0 and "LLM budget spent" in proc.stderr, proc.stderr[-3000:]
             assert json.loads((tmp_path / "status.json").read_text())["status"] == "budget"
-    ledger = [json.loads(line) for line in open(tmp_path / "llm_ledger.jsonl")]
+    ledger = [json.loads(line) for line in (tmp_path / "llm_ledger.jsonl").read_text().splitlines()]
     spent = [r["prompt_tokens"] + r["completion_tokens"] for r in ledger if not r["cached"]]
     assert 6000 <= sum(spent) <= 6000 + 2 * max(spent)  # two launches, one budget (+ the calls in flight)
 
