@@ -360,7 +360,9 @@ def evaluate(task: ResearchTask, submission_dir: str | os.PathLike, data: TaskDa
     """
     command = (sys.executable, f"{_TASKS_VIEW}/{task.name}/evaluate.py", "--submission_dir=.",
                f"--private_dir={_PRIVATE_VIEW}", "--public_dir=data")
-    views = ((TASKS_DIR, _TASKS_VIEW), (data.private_dir.resolve(), _PRIVATE_VIEW), (data.public_dir.resolve(), "data"))
+    # The folder holding the task (TASKS_DIR for the shipped ones, with taskkit.py beside them).
+    views = ((task.path.parent.resolve(), _TASKS_VIEW), (data.private_dir.resolve(), _PRIVATE_VIEW),
+             (data.public_dir.resolve(), "data"))
     spec = RunSpec(command, Path(submission_dir).resolve(), task.eval_time_limit_s, task.memory_mb,
                    read_only=(*views, *_project_views(task)), env=tuple(sorted((env or {}).items())))
     result = runner(spec)
