@@ -15,6 +15,7 @@ CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun" + os.sep in p]
 LFS_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "lfs" + os.sep in p]
 LLAMA_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "llama" + os.sep in p]
 RESEARCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "research_agent" + os.sep in p]
+SPEEDRUN_BENCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun_bench" + os.sep in p]
 RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
 BASE = os.path.join(REPO_ROOT, "configs", "speedrun", "gpt2_124m.gin")
@@ -22,7 +23,8 @@ LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 
 def test_every_config_is_covered():
-    assert set(ALL_CONFIGS) == set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS), \
+    covered = set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS) | set(SPEEDRUN_BENCH_CONFIGS)
+    assert set(ALL_CONFIGS) == covered, \
         "a new configs/ folder needs a test here"
 
 
@@ -99,3 +101,24 @@ def test_research_agent_configs_parse_with_known_tasks_policies_and_operators(pa
     assert set(gin.query_parameter("research_agent.tasks")) <= set(research_tasks.list_tasks()) | {"all"}
     assert gin.query_parameter("research_agent.policy") in experiment.POLICIES
     assert gin.query_parameter("research_agent.operators") in experiment.OPERATOR_SETS
+
+
+@pytest.mark.parametrize("path", SPEEDRUN_BENCH_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_speedrun_bench_configs_parse_with_known_agents_steps_and_scaffolds(path, clean_gin):
+    from libs.agents.research import experiment, speedrun_bench  # pylint: disable=import-outside-toplevel
+    from libs.envs.speedrun_bench import hints, proxy  # pylint: disable=import-outside-toplevel
+
+    launch.parse_config([path], [])
+    try:
+        agent = gin.query_parameter("speedrun_bench.agent")
+    except ValueError:  # proxy.gin, shared by every agent, leaves it to them
+        agent = "oracle"
+    assert agent in speedrun_bench.AGENTS
+    steps = gin.query_parameter("speedrun_bench.steps")
+    assert steps == ["all"] or set(steps) <= {hints.step_name(s) for s in hints.LADDER_STEPS}
+    assert set(gin.query_parameter("speedrun_bench.hints")) <= set(hints.COMBINATIONS)
+    assert proxy.Proxy().target > 0
+    if agent == "research_agent":
+        assert gin.query_parameter("research_agent.policy") in experiment.POLICIES
+        assert gin.query_parameter("research_agent.operators") in experiment.OPERATOR_SETS
+        assert gin.query_parameter("research_agent.steps") == 20  # the reference's node budget

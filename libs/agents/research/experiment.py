@@ -27,6 +27,7 @@ from libs.agents.research.executor import Executor
 from libs.agents.research.operators import ResearchOperators, ResearchProblem
 from libs.agents.research.proposers import ModelProposer, PromptSettings, RuleProposer
 from libs.envs import research_tasks
+from libs.envs.speedrun_bench import tasks as speedrun_tasks
 from libs.evals import research_report, research_tree
 from libs.llm import gateway as llm  # LLMConfig is a gin configurable of this binary
 from libs.sandbox import Sandbox
@@ -42,7 +43,7 @@ OPERATOR_SETS = ("rule_based", "aide", "aira")
 POLICIES = {"greedy": greedy.Greedy, "mcts": mcts.MCTS, "evolutionary": evolutionary.Evolutionary}
 
 
-@gin.configurable("research_agent", denylist=["workdir"])
+@gin.configurable("research_agent", denylist=["workdir", "task_proxies"])
 def run(
     workdir: str,
     tasks: Sequence[str] = ("prisoners_dilemma",),
@@ -60,8 +61,10 @@ def run(
     plan_sentences: str = "3-5",
     memory_scopes: Mapping[str, str] | None = None,
     reply_retries: Annotated[int, NON_NEGATIVE] = 2,
+    task_proxies: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Runs the agent on `tasks` (names from libs/envs/research_tasks, or ["all"]).
+    """Runs the agent on `tasks` (names from libs/envs/research_tasks, speedrunning-benchmark tasks
+    "speedrun.<record i>__<record i+1>.hint_<levels>" (libs/envs/speedrun_bench), or ["all"]: the shipped ones).
 
     Args:
       workdir: run directory (tasks/<task>/..., summary.md, results.json, profiles.png, llm_*).
@@ -77,12 +80,18 @@ def run(
       sandbox_backend: "auto" (bubblewrap, else rlimits with a loud warning), "bwrap" or "rlimits".
       compute, plan_sentences, memory_scopes, reply_retries: what the model's prompts say and how
         often a reply without a program is re-asked (see proposers.PromptSettings).
+      task_proxies: {speedrun task name: its proxy (its own target)}, from the speedrunning benchmark (not gin);
+        a speedrun task missing here gets the gin-configured `speedrun_proxy`.
     """
     names = research_tasks.list_tasks() if list(tasks) == ["all"] else list(tasks)
-    unknown = [t for t in names if t not in research_tasks.list_tasks()]
+    unknown = [t for t in names if t not in research_tasks.list_tasks() and not speedrun_tasks.is_task(t)]
     if unknown or not names:
         raise ConfigError(f"research_agent.tasks: unknown task(s) {unknown or '(none given)'}; known: "
-                          f"{research_tasks.list_tasks()} or ['all']")
+                          f"{research_tasks.list_tasks()}, the speedrunning benchmark's "
+                          f"'{speedrun_tasks.PREFIX}<record i>__<record i+1>.hint_<levels>', or ['all']")
+    for name in names:
+        if speedrun_tasks.is_task(name):
+            speedrun_tasks.parse_task_name(name)  # a malformed name is one line before any work
     if operators not in OPERATOR_SETS:
         raise ConfigError(f"research_agent.operators={operators!r}: expected one of {OPERATOR_SETS}")
     if policy not in POLICIES:
@@ -102,7 +111,7 @@ def run(
     async def search_all() -> tuple[list[dict[str, Any]], str]:  # one event loop: the gateway's clients live on it
         done = []
         for name in names:
-            outcome = await _search_task(research_tasks.load_task(name), workdir, scratch, sandbox, gateway, operators,
+            outcome = await _search_task(_load_task(name, task_proxies or {}), workdir, scratch, sandbox, gateway, operators,
                                          policy, settings, budget, max_execution_s, parallel_executions, rule_mode,
                                          seed, errors)
             if outcome is None or outcome == "budget":
@@ -122,6 +131,13 @@ def run(
     logging.info("summary written to %s (%s): best beats the baseline on %d of %d tasks",
                  os.path.join(workdir, "summary.md"), status, summary["beats_baseline"], summary["tasks"])
     return summary
+
+
+def _load_task(name: str, proxies: Mapping[str, Any]) -> research_tasks.ResearchTask:
+    """A shipped task, or a speedrunning-benchmark task (for its proxy, default the gin `speedrun_proxy`)."""
+    if speedrun_tasks.is_task(name):
+        return speedrun_tasks.load_task(name, proxies.get(name))
+    return research_tasks.load_task(name)
 
 
 def _gateway(workdir: str):

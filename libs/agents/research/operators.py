@@ -8,10 +8,11 @@ Every operator does the same four things (aira-dojo's node scoring):
    evaluator rejected the submission or no metric came out; a reply without a usable program is a buggy
    node too, never a crash.
 
-A node's `state` holds plan, code (the task's first editable file), sources (every edited file), output,
-metric, metrics, evaluation, summary, exit_code, seconds and failure. Its `value`, which the policies rank
-and back up, maps the raw metric monotonically into (0, 1) around the task's baseline (0.5 = the
-baseline's score; direction-aware), so every policy maximises, whatever the metric's direction.
+A node's `state` holds plan, code (`replies.program_text`: the task's first editable file, or the bundle
+of every editable file for a multi-file task), sources (every edited file), output, metric, metrics,
+evaluation, summary, exit_code, seconds and failure. Its `value`, which the policies rank and back up, maps
+the raw metric monotonically into (0, 1) around the task's baseline (0.5 = the baseline's score;
+direction-aware), so every policy maximises, whatever the metric's direction.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from libs.agents.research import replies
 from libs.agents.research.executor import Executor
 from libs.agents.research.proposers import NoProposal
 from libs.search.operators import Operators, debug_depth
@@ -104,7 +106,7 @@ class ResearchOperators(Operators):
                      "seconds": 0.0, "failure": "no_code"}
             return self._add(search, parents, op, depth, state, buggy=True, start=start)
         outcome = await self.executor.run(proposal.sources)
-        state = {"plan": proposal.plan, "code": proposal.sources.get(self.task.editable[0], ""),
+        state = {"plan": proposal.plan, "code": replies.program_text(proposal.sources, self.task.editable),
                  "sources": proposal.sources, "output": outcome.output, "metric": outcome.metric,
                  "metrics": outcome.metrics, "evaluation": outcome.evaluation, "summary": "",
                  "exit_code": outcome.exit_code, "seconds": round(outcome.seconds, 3), "failure": outcome.failure}

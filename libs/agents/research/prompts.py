@@ -4,8 +4,10 @@ Two operator sets follow aira-dojo's: `aide` (ports of AIDE's draft / improve / 
 good nodes, short plans, simple first drafts; crossover added so Evolutionary can use them) and `aira`
 (one idea and one program per node, the previously explored ideas as memory, the compute budget stated,
 debug that keeps the core method, crossover of two parents). Shared parts (`_task.j2`: the task, its
-limits and the run command; `_memory.j2`; `_format.j2`: plan then one code block) are included by each.
-Templates are rendered with StrictUndefined: a missing context field is an error, not an empty string.
+limits and the run command; `_memory.j2`; `_format.j2`: plan then one code block, for a multi-file task a
+bundle of marked files) are included by each. `multi_file` (with `files` and `file_marker`) may be left
+out of the context for a single-file task. Templates are rendered with StrictUndefined: a missing context
+field is an error, not an empty string.
 """
 
 from __future__ import annotations

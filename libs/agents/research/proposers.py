@@ -8,8 +8,10 @@ the operator records a buggy node); `analyze` reviews an executed candidate (Non
 `ModelProposer` renders the operator set's prompt (`prompts.render`) with the task, the compute budget, a
 data overview and the memory scope configured for the operator (`memory.scope`), asks the model, and
 extracts the plan and program (`replies.extract_plan_and_code`, re-asking up to `reply_retries` times as
-aira-dojo does). The program replaces the task's first editable file. Identical prompts are told apart in
-the reply cache by a per-call tag, so two drafts are two samples, and a resumed run replays its replies.
+aira-dojo does). The program replaces the task's first editable file. A multi-file task (several editable
+files) is shown as a bundle of all of them (`replies.program_text`) and answered with the files that change
+(`replies.extract_plan_and_files`); the others stay as they were. Identical prompts are told apart in the
+reply cache by a per-call tag, so two drafts are two samples, and a resumed run replays its replies.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class ModelProposer:
         cores = os.cpu_count() or 1
         self.compute = settings.compute or f"The machine has {cores} CPU cores and no GPU."
         self.overview = data_overview(data)
+        self.multi_file = len(task.editable) > 1
         self._tags: dict[str, int] = {}
 
     # -- prompts -------------------------------------------------------------------------------------
@@ -146,8 +149,9 @@ class ModelProposer:
     def _task(self) -> dict[str, Any]:
         t = self.task
         return {"title": t.title, "description": t.description, "command": list(t.command),
-                "edit_files": [t.editable[0]], "submission": list(t.submission), "metric": t.metric,
-                "lower_is_better": t.lower_is_better, "time_limit_s": t.time_limit_s, "memory_mb": t.memory_mb}
+                "edit_files": list(t.editable) if self.multi_file else [t.editable[0]],
+                "submission": list(t.submission), "metric": t.metric, "lower_is_better": t.lower_is_better,
+                "time_limit_s": t.time_limit_s, "memory_mb": t.memory_mb}
 
     @staticmethod
     def _view(node: Node | Mapping[str, Any]) -> dict[str, Any]:
@@ -160,9 +164,10 @@ class ModelProposer:
         scope = memory.scope(self.settings.memory_scopes.get(op, DEFAULT_MEMORY.get(op, "none")))
         context = {"task": self._task(), "compute": self.compute, "data_overview": self.overview,
                    "memory": scope(tree, anchor, self.settings.memory_limit),
-                   "starter_code": self.task.starter_sources()[self.task.editable[0]],
+                   "starter_code": replies.program_text(self.task.starter_sources(), self.task.editable),
                    "plan_sentences": self.settings.plan_sentences, "parent": None, "node": None, "parents": [],
-                   **fields}
+                   "multi_file": self.multi_file, "files": list(self.task.editable) if self.multi_file else [],
+                   "file_marker": replies.FILE_MARKER.format(name="NAME"), **fields}
         return prompts.render(self.operator_set, op, **context)
 
     def _tag(self, tree: Tree, op: str, parents: tuple[int, ...]) -> str:
@@ -173,6 +178,12 @@ class ModelProposer:
             self._tags[key] = sum(1 for n in tree.nodes if tuple(n.parents) == parents and n.meta.get("op") == op)
         self._tags[key] += 1
         return f"{key}:{self._tags[key]}"
+
+    def _extract(self, reply: str) -> tuple[str, dict[str, str]]:
+        if self.multi_file:
+            return replies.extract_plan_and_files(reply, self.task.editable)
+        plan, code = replies.extract_plan_and_code(reply)
+        return plan, {self.task.editable[0]: code}
 
     async def _ask_for_program(self, prompt: str, tag: str, base: Mapping[str, str]) -> Proposal:
         reason, said = "", ""
@@ -185,11 +196,11 @@ class ModelProposer:
                     raise
                 raise NoProposal(f"the model server rejected the request: {str(e)[:300]}") from None
             try:
-                plan, code = replies.extract_plan_and_code(reply.text)
+                plan, files = self._extract(reply.text)
             except replies.NoCode as e:
                 reason, said = str(e), replies.strip_thinking(reply.text).strip()[:2000]
                 continue
-            return Proposal(plan, {**base, self.task.editable[0]: code})
+            return Proposal(plan, {**base, **files})
         raise NoProposal(f"{reason} ({1 + self.settings.reply_retries} replies)", said)
 
     # -- operators -----------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ quoted in the plan, then the program), an unterminated fence at a length cut, re
 that parses as Python (the last one on a tie, as it is usually the final version), the plan the prose
 before it; a reply without a usable program raises `NoCode`, which the operators turn into a buggy node.
 
+Tasks with several editable files (`len(editable) > 1`) show and take them as a bundle: one code block in
+which each file follows a marker line (`FILE_MARKER`, e.g. `# ==== file: gpt.py ====`). `bundle` writes
+one, `extract_plan_and_files` reads the files a reply gives, and `program_text` is the text that stands
+for a candidate's program in prompts (the first editable file, or the bundle of all of them).
+
 `parse_review` reads the analyze operator's review, {is_bug, summary, metric, lower_is_better}, from a
 JSON object anywhere in the reply (json5: lenient), normalising the types the way AIDE does: a metric
 that is not a finite number becomes None (and the node buggy).
@@ -18,16 +23,21 @@ import ast
 import dataclasses
 import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import json5
 
 from libs.agents.answers import balanced_object
 
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
-_FENCE = re.compile(r"^[ \t]*(```|~~~)[ \t]*([\w+.-]*)[^\n]*\n", re.M)
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"^[ \t]*(```|~~~)[ \t]*([\w+.-]*)[^\n]*\n", re.MULTILINE)
 _CODE_LANGS = {"", "python", "py", "python3", "py3"}
-_CODE_START = re.compile(r"^(import |from \S+ import |def |class |if __name__|[A-Za-z_]\w* *=)", re.M)
+FILE_MARKER = "# ==== file: {name} ===="
+_MARKER_PREFIX, _MARKER_SUFFIX = FILE_MARKER.split("{name}")
+_MARKER_LINE = re.compile(rf"^[ \t]*{re.escape(_MARKER_PREFIX.strip())}[ \t]*`?([^`\n]+?)`?[ \t]*"
+                          rf"{re.escape(_MARKER_SUFFIX.strip())}[ \t]*$", re.MULTILINE)
+_CODE_START = re.compile(r"^(import |from \S+ import |def |class |if __name__|[A-Za-z_]\w* *=)", re.MULTILINE)
 
 
 class NoCode(ValueError):
@@ -57,7 +67,7 @@ def _blocks(text: str) -> list[tuple[int, str, str]]:
         if opening is None:
             return blocks
         fence, lang = opening.group(1), opening.group(2).lower()
-        closing = re.compile(rf"^[ \t]*{re.escape(fence)}[ \t]*$", re.M).search(text, opening.end())
+        closing = re.compile(rf"^[ \t]*{re.escape(fence)}[ \t]*$", re.MULTILINE).search(text, opening.end())
         end = closing.start() if closing else len(text)
         blocks.append((opening.start(), lang, text[opening.end():end]))
         pos = closing.end() if closing else len(text)
@@ -84,6 +94,67 @@ def extract_plan_and_code(reply: str) -> tuple[str, str]:
             return text[:first.start()].strip(), text[first.start():].strip("\n") + "\n"
     raise NoCode("the reply holds no Python program that parses" + (" (its code blocks have syntax errors)"
                                                                        if _FENCE.search(text) else ""))
+
+
+def bundle(sources: Mapping[str, str], names: Sequence[str]) -> str:
+    """The files `names` (in that order; those missing from `sources` left out), each after its marker line."""
+    return "\n".join(FILE_MARKER.format(name=name) + "\n" + sources[name].strip("\n") + "\n"
+                     for name in names if name in sources)
+
+
+def program_text(sources: Mapping[str, str], editable: Sequence[str]) -> str:
+    """What stands for a candidate's program in prompts: its first editable file, or, for a multi-file task,
+    the bundle of every editable file."""
+    return bundle(sources, editable) if len(editable) > 1 else sources.get(editable[0], "")
+
+
+def _split_bundle(body: str) -> dict[str, str]:
+    """{file: text} of a bundle's marked sections (text before the first marker is dropped; a file marked
+    twice keeps its last section)."""
+    markers = list(_MARKER_LINE.finditer(body))
+    ends = [m.start() for m in markers[1:]] + [len(body)]
+    files = {}
+    for marker, end in zip(markers, ends):
+        text = body[marker.end():end].strip("\n")
+        files[marker.group(1).strip()] = text + "\n" if text else ""
+    return files
+
+
+def _syntax_error(code: str) -> str | None:
+    try:
+        ast.parse(code)
+    except SyntaxError as e:
+        return f"{e.msg} (line {e.lineno})"
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def extract_plan_and_files(reply: str, editable: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """(plan, {file: text}) of a multi-file reply: the files of every code block with marker lines (a file
+    given twice keeps its last copy; without any fence, the text from the first marker), the plan the prose
+    before the first such block. Files the reply does not give
+    are left out. Raises NoCode for a file not in `editable` or a Python file that does not parse. A reply
+    without markers falls back to `extract_plan_and_code`, its program taken as `editable[0]`."""
+    text = strip_thinking(reply)
+    candidates = [(start, body) for start, _, body in _blocks(text) if _MARKER_LINE.search(body)]
+    if not candidates and not _FENCE.search(text) and (first := _MARKER_LINE.search(text)):
+        candidates = [(first.start(), text[first.start():])]
+    if not candidates:
+        plan, code = extract_plan_and_code(reply)
+        return plan, {editable[0]: code}
+    files: dict[str, str] = {}
+    for _, body in candidates:  # one block for all files, or a block per file: later copies win
+        files.update(_split_bundle(body))
+    start = candidates[0][0]
+    unknown = sorted(set(files) - set(editable))
+    if unknown:
+        raise NoCode(f"the reply marks files that are not editable: {', '.join(unknown)} "
+                     f"(the editable files are {', '.join(editable)})")
+    for name, code in files.items():
+        if name.endswith(".py") and (error := _syntax_error(code)):
+            raise NoCode(f"{name} in the reply does not parse: {error}")
+    return text[:start].strip(), files
 
 
 def _json_objects(text: str) -> list[Any]:

@@ -44,12 +44,12 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--proxy", default=None, help="proxy settings (JSON file; default: the default Proxy)")
     args = parser.parse_args(list(argv)[1:])
     workspace = os.path.abspath(args.workspace)
-    from libs.envs.speedrun_bench import tasks  # pylint: disable=import-outside-toplevel  (no model import)
+    from libs.envs.speedrun_bench.proxy import Proxy  # pylint: disable=import-outside-toplevel  (no model import)
 
-    proxy = tasks.Proxy()
+    proxy = Proxy()
     if args.proxy:
         with open(args.proxy) as f:
-            proxy = tasks.Proxy(**json.load(f))
+            proxy = Proxy(**json.load(f))
     try:
         install(workspace)
     except Exception as e:  # noqa: BLE001 - the workspace's own code failed to import

@@ -19,54 +19,16 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Annotated
-
-import gin
 
 from libs.envs import research_tasks
 from libs.envs.speedrun_bench import hints, workspace
+from libs.envs.speedrun_bench.proxy import MEASURES, Proxy
 from libs.train.errors import UserError
-from libs.train.launch import POSITIVE, ConfigError
 
+__all__ = ["MEASURES", "PREFIX", "Proxy", "is_task", "load_task", "parse_task_name", "reference_workspace",
+           "task_name", "task_names"]
 PREFIX = "speedrun."
-MEASURES = ("train_time_s", "steps", "tokens")
 _VERSION = 1  # bump when the folder layout changes
-
-
-@gin.configurable("speedrun_proxy")
-@dataclasses.dataclass(frozen=True)
-class Proxy:
-    """The fixed proxy scale: what every run (reference, agent, harness check) is measured against.
-
-    target: validation loss (nats per byte token) a run must reach; eval_every: validation period in steps
-    (the resolution of steps-to-target); val_tokens: validation tokens per evaluation; seed: the init seed
-    the evaluation forces; measure: the task metric ("train_time_s", "steps" or "tokens"; FSR works on
-    any); eval_time_limit_s: wall limit of one evaluation (compilation and validation included).
-    train_data / val_data: the trainer's sources ("stdlib": the embedded corpus; tasks use its shards in ./data).
-    """
-
-    target: float = 2.70
-    eval_every: Annotated[int, POSITIVE] = 10
-    val_tokens: Annotated[int, POSITIVE] = 16384
-    seed: int = 0
-    measure: str = "train_time_s"
-    eval_time_limit_s: Annotated[float, POSITIVE] = 900.0
-    train_data: str = "stdlib"
-    val_data: str = "stdlib"
-
-    def __post_init__(self):
-        if self.measure not in MEASURES:
-            raise ConfigError(f"speedrun_proxy.measure={self.measure!r}: expected one of {MEASURES}")
-        if not self.target > 0:
-            raise ConfigError(f"speedrun_proxy.target={self.target!r}: expected a positive loss")
-
-    def bindings(self, seed: int | None = None) -> list[str]:
-        """The gin bindings every measured run gets after its own config (`workspace.FIXED`)."""
-        return [f"train.train_data={self.train_data!r}", f"train.val_data={self.val_data!r}",
-                "train.stdlib_tokenizer='bytes'", f"train.val_tokens={self.val_tokens}", "train.val_batch_size=16",
-                f"train.eval_every={self.eval_every}", f"train.target_val_loss={self.target}",
-                "train.stop_at_target=True", f"train.seed={self.seed if seed is None else seed}", "train.seq_len=128",
-                "train.plot=False", "Checkpointer.every_steps=1000000", "Checkpointer.keep=1"]
 
 
 def task_name(step: tuple[str, str], levels: str = "none") -> str:

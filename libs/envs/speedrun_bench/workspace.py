@@ -24,7 +24,8 @@ import re
 from typing import Any
 
 from libs.envs.speedrun_bench import hints, specialize
-from libs.train import launch
+from libs.models import gpt
+from libs.train import launch, optim
 
 CONFIG_DIR = os.path.join(launch.REPO_ROOT, "configs", "speedrun")
 SCALE_FILE = os.path.join(CONFIG_DIR, "cpu_scale.gin")
@@ -102,9 +103,6 @@ def record_config(record: str) -> FlatConfig:
 
 
 def _defaults() -> dict[str, dict[str, Any]]:
-    from libs.models import gpt  # pylint: disable=import-outside-toplevel  (jax, flax: only when building)
-    from libs.train import optim  # pylint: disable=import-outside-toplevel
-
     fields = {f.name: f.default for f in dataclasses.fields(gpt.GPTConfig)}
     params = {name: p.default for name, p in inspect.signature(optim.make_optimizer).parameters.items()}
     return {"GPTConfig": fields, "make_optimizer": params}

@@ -76,3 +76,73 @@ def test_the_last_review_wins_and_an_unreadable_is_bug_counts_as_a_bug():
 def test_a_reply_without_a_review_raises():
     with pytest.raises(ValueError, match="no JSON review"):
         replies.parse_review('The metric is 0.9. {"metric": 0.9}')
+
+
+
+FILES = {"model.py": PROGRAM, "optim.py": "LR = 0.1\n", "run.gin": "train.steps = 10\n"}
+EDITABLE = tuple(FILES)
+
+
+def _block(*files: tuple[str, str], lang: str = "python") -> str:
+    """A fenced block of marked files."""
+    body = "".join(replies.FILE_MARKER.format(name=name) + "\n" + text for name, text in files)
+    return f"```{lang}\n{body}```\n"
+
+
+def test_a_bundle_lists_the_files_in_order_and_reads_back():
+    text = replies.bundle(FILES, ["run.gin", "model.py", "absent.py"])
+    assert text.startswith("# ==== file: run.gin ====\ntrain.steps = 10\n\n# ==== file: model.py ====\n")
+    assert "absent.py" not in text
+    reply = f"Plan.\n```python\n{replies.bundle(FILES, EDITABLE)}```"
+    assert replies.extract_plan_and_files(reply, EDITABLE) == ("Plan.", FILES)
+
+
+def test_program_text_is_the_first_file_or_the_bundle_of_all():
+    assert replies.program_text(FILES, ["model.py"]) == PROGRAM
+    assert replies.program_text(FILES, EDITABLE) == replies.bundle(FILES, EDITABLE)
+
+
+def test_two_marked_files_and_the_plan():
+    reply = "Lower the rate and train longer.\n\n" + _block(("optim.py", "LR = 0.05\n"),
+                                                             ("run.gin", "train.steps = 20\n\n"))
+    plan, files = replies.extract_plan_and_files(reply, EDITABLE)
+    assert plan == "Lower the rate and train longer."
+    assert files == {"optim.py": "LR = 0.05\n", "run.gin": "train.steps = 20\n"}
+
+
+def test_marked_blocks_in_any_language_merge_and_later_copies_win():
+    reply = ("Plan.\n" + _block(("optim.py", "LR = 0.2\n"), ("run.gin", "train.steps = 5\n")) + "The full change:\n"
+             + _block(("optim.py", "LR = 0.05\n"), ("model.py", PROGRAM), lang="text"))
+    plan, files = replies.extract_plan_and_files(reply, EDITABLE)
+    assert files == {"optim.py": "LR = 0.05\n", "model.py": PROGRAM, "run.gin": "train.steps = 5\n"}
+    assert plan == "Plan."
+
+
+def test_an_unknown_file_raises_nocode_naming_it_and_the_editable_files():
+    reply = _block(("optim.py", "LR = 1\n"), ("data.py", "X = 1\n"))
+    with pytest.raises(replies.NoCode, match=r"data\.py.*model\.py, optim\.py, run\.gin"):
+        replies.extract_plan_and_files(reply, EDITABLE)
+
+
+def test_a_python_file_with_a_syntax_error_raises_nocode_naming_it():
+    reply = _block(("run.gin", "not python (\n"), ("optim.py", "def f(:\n    pass\n"))
+    with pytest.raises(replies.NoCode, match=r"optim\.py"):
+        replies.extract_plan_and_files(reply, EDITABLE)
+
+
+def test_a_reply_without_markers_falls_back_to_the_first_editable_file():
+    reply = f"Plan.\n```python\n{PROGRAM}```"
+    assert replies.extract_plan_and_files(reply, EDITABLE) == ("Plan.", {"model.py": PROGRAM})
+    with pytest.raises(replies.NoCode):
+        replies.extract_plan_and_files("```python\nprint(\n```", EDITABLE)
+
+
+def test_unfenced_marked_files_are_read_from_the_first_marker():
+    reply = "Plan.\n" + replies.FILE_MARKER.format(name="optim.py") + "\nLR = 3\n"
+    assert replies.extract_plan_and_files(reply, EDITABLE) == ("Plan.", {"optim.py": "LR = 3\n"})
+
+
+def test_thinking_is_ignored_in_multi_file_replies():
+    thought = "<think>" + _block(("secret.py", "x = (\n"), ("model.py", PROGRAM * 5)) + "</think>"
+    plan, files = replies.extract_plan_and_files(thought + "Final.\n" + _block(("optim.py", "LR = 2\n")), EDITABLE)
+    assert plan == "Final." and files == {"optim.py": "LR = 2\n"}
