@@ -113,3 +113,24 @@ def test_task_scores_a_workspace_and_rejects_bad_ones_in_one_line(tmp_path):
     research_tasks.prepare_workdir(task, tmp_path / "short", short)
     with pytest.raises(research_tasks.InvalidSubmission, match="missed the target"):
         research_tasks.evaluate(task, tmp_path / "short", data)
+
+
+def test_full_scale_workspace_keeps_the_records_real_config():
+    gin_text = workspace.sources("record_08", scale_file="")["record.gin"]
+    assert "GPTConfig.num_layers = 12" in gin_text and "GPTConfig.vocab_size = 50304" in gin_text
+    assert "train.global_batch_size = 512" in gin_text and "full scale" in gin_text
+    assert "train.train_data" not in gin_text and "train.seq_len" not in gin_text
+
+
+def test_a_task_links_its_proxys_shards_and_keys_its_data_by_them(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in ("web_train_000001.bin", "web_val_000000.bin"):
+        (shards / name).write_bytes(b"shard")
+    proxy = dataclasses.replace(TINY, train_data=str(shards / "web_train_*.bin"), val_data=str(shards / "web_val_*.bin"))
+    name = tasks.task_name(("record_08", "record_09"))
+    task = tasks.load_task(name, proxy, root=tmp_path / "tasks")
+    assert json.loads((task.path / "proxy.json").read_text())["train_data"] == "data/web_train_*.bin"
+    data = research_tasks.prepare_data(task, tmp_path / "data")
+    assert sorted(p.name for p in data.public_dir.iterdir()) == ["web_train_000001.bin", "web_val_000000.bin"]
+    assert tasks.load_task(name, TINY, root=tmp_path / "tasks").data_version != task.data_version

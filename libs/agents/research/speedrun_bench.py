@@ -129,8 +129,9 @@ def _reference_runs(workdir, records, seeds, proxy) -> list[dict[str, Any]] | No
 
 def _reference_settings(proxy: tasks.Proxy) -> dict[str, Any]:
     """What a reference curve depends on (not the target: costs to any target come from the curve)."""
-    return {k: v for k, v in dataclasses.asdict(proxy).items() if k in ("eval_every", "val_tokens", "train_data",
-                                                                          "val_data", "total_steps", "seed")}
+    return {k: v for k, v in dataclasses.asdict(proxy).items()
+            if k in ("eval_every", "val_tokens", "train_data", "val_data", "total_steps", "seed", "scale_file",
+                     "seq_len", "val_batch_size")}
 
 
 def _harness(workdir, names, agent, proxies, sandbox_backend) -> list[dict[str, Any]] | None:
@@ -150,7 +151,7 @@ def _harness(workdir, names, agent, proxies, sandbox_backend) -> list[dict[str, 
         task = tasks.load_task(name, proxies[name])
         data = research_tasks.prepare_data(task)
         executor = Executor(task, data, sandbox, scratch, 1, 0.0, rundir.stop_requested)
-        sources = tasks.reference_workspace(step[1] if agent == "oracle" else step[0])
+        sources = tasks.reference_workspace(step[1] if agent == "oracle" else step[0], proxies[name].scale_file)
         try:
             outcome = asyncio.run(executor.run(sources))
         except Interrupted:
@@ -230,7 +231,7 @@ def _markdown(ref_rows, rows, table, proxy, label) -> str:
     rule = (f"per step: the worse of the two records' best validation losses + {proxy.target_margin}"
             if proxy.target_rule == "per_step" else f"fixed at {proxy.target}")
     lines = [f"# Speedrunning benchmark: {label}", "",
-             (f"Proxy: `configs/speedrun/cpu_scale.gin` on each record, validated every {proxy.eval_every} steps on "
+             (f"Proxy: `{proxy.scale_file or 'the real configs (full scale)'}` on each record, validated every {proxy.eval_every} steps on "
               f"{proxy.val_tokens:,} tokens, seed {proxy.seed}; target {rule}; task metric `{proxy.measure}`."), "",
              "## References (each record's own config; median [min, max] over seeds)", "",
              "| step | target | record i: train s | steps | tokens | record i+1: train s | steps | tokens | flags |",

@@ -23,8 +23,8 @@ class Proxy:
     """The fixed proxy scale: what every run (reference, agent, harness check) is measured against.
 
     target_rule: "per_step" (default): task i -> i+1's target is the higher of the two records' best validation
-    losses over their reference runs (median over seeds) plus `target_margin`, so both reach it and it sits
-    where they differ; "fixed": every task's target is `target`.
+    losses over their reference runs (the worst seed's) plus `target_margin`, so every reference run reaches it
+    and it sits late in training, where the records differ; "fixed": every task's target is `target`.
     target: the fixed rule's validation loss (nats per byte token); eval_every: validation period in steps
     (the resolution of steps-to-target); val_tokens: validation tokens per evaluation; seed: the init seed
     the evaluation forces; measure: the task metric ("train_time_s", "steps" or "tokens"; FSR works on
@@ -32,6 +32,9 @@ class Proxy:
     train_data / val_data: the trainer's sources ("stdlib": the embedded corpus; tasks use its shards in ./data).
     total_steps: >0 fixes every run's schedule length (a quick look or a test; the records' own is 300 at
     cpu_scale.gin, and a workspace may change it when this is 0).
+    scale_file: the gin file put on top of every record config ("" for the full-scale mode: the real configs,
+    FineWeb shards as train_data / val_data, on a GPU; configs/speedrun_bench/full_scale.gin); seq_len,
+    val_batch_size: the sequence length every run trains and validates at, the validation batch.
     """
 
     target: float = 3.0
@@ -45,6 +48,9 @@ class Proxy:
     train_data: str = "stdlib"
     val_data: str = "stdlib"
     total_steps: int = 0
+    scale_file: str = "configs/speedrun/cpu_scale.gin"
+    seq_len: Annotated[int, POSITIVE] = 128
+    val_batch_size: Annotated[int, POSITIVE] = 16
 
     def __post_init__(self):
         if self.measure not in MEASURES:
@@ -62,8 +68,9 @@ class Proxy:
         """The gin bindings every measured run gets after its own config (`workspace.FIXED`); `stop=False`
         trains the whole schedule (a reference curve) instead of stopping at the target."""
         return [f"train.train_data={self.train_data!r}", f"train.val_data={self.val_data!r}",
-                "train.stdlib_tokenizer='bytes'", f"train.val_tokens={self.val_tokens}", "train.val_batch_size=16",
+                "train.stdlib_tokenizer='bytes'", f"train.val_tokens={self.val_tokens}",
+                f"train.val_batch_size={self.val_batch_size}",
                 f"train.eval_every={self.eval_every}", f"train.target_val_loss={self.target if stop else 0.0}",
-                f"train.stop_at_target={stop}", f"train.seed={self.seed if seed is None else seed}", "train.seq_len=128",
+                f"train.stop_at_target={stop}", f"train.seed={self.seed if seed is None else seed}", f"train.seq_len={self.seq_len}",
                 "train.plot=False", "Checkpointer.every_steps=1000000", "Checkpointer.keep=1",
                 *([f"train.total_steps={self.total_steps}"] if self.total_steps > 0 else [])]

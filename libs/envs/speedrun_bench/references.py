@@ -26,19 +26,19 @@ from libs.evals import speedrun_scores
 from libs.train import launch, metrics
 
 CONFIG_DIR = "configs/speedrun"
-SCALE_FILE = f"{CONFIG_DIR}/cpu_scale.gin"
 
 
 def run_reference(record: str, seed: int, root: str, proxy: Proxy, log=None, extra_bindings: Sequence[str] = ()
                   ) -> dict[str, Any]:
-    """Trains `record` (its gin file + cpu_scale.gin + the proxy's settings, no stop at the target, then
+    """Trains `record` (its gin file + the proxy's scale file + its settings, no stop at the target, then
     `extra_bindings`) in `<root>/<record>_s<seed>`; returns the run with its validation curve."""
     workdir = os.path.join(root, f"{record}_s{seed}")
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(root, exist_ok=True)
     bindings = (*proxy.bindings(seed, stop=False), *extra_bindings)
-    cmd = [sys.executable, "-m", "experiments.speedrun", f"--gin_file={CONFIG_DIR}/{record}.gin",
-           f"--gin_file={SCALE_FILE}", *[f"--gin_bindings={b}" for b in bindings], f"--workdir={workdir}"]
+    scale = [f"--gin_file={proxy.scale_file}"] if proxy.scale_file else []
+    cmd = [sys.executable, "-m", "experiments.speedrun", f"--gin_file={CONFIG_DIR}/{record}.gin", *scale,
+           *[f"--gin_bindings={b}" for b in bindings], f"--workdir={workdir}"]
     t0 = time.perf_counter()
     with open(workdir + ".log", "w") as out:
         rc = subprocess.run(cmd, cwd=launch.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
@@ -77,13 +77,14 @@ def medians(runs: Sequence[dict[str, Any]], records: Sequence[str], target: floa
 
 
 def best_loss(runs: Sequence[dict[str, Any]], record: str) -> float | None:
-    """The median over seeds of the record's lowest validation loss."""
+    """The record's lowest validation loss in its worst seed (every seed of it reaches this)."""
     bests = [min(point[1] for point in r["curve"]) for r in runs if r["record"] == record and r["curve"]]
-    return statistics.median(bests) if bests else None
+    return max(bests) if bests else None
 
 
 def step_target(runs: Sequence[dict[str, Any]], step: tuple[str, str], margin: float) -> float | None:
-    """The per-step rule: the higher of the two records' best losses plus `margin` (both reach it)."""
+    """The per-step rule: the higher of the two records' worst-seed best losses plus `margin`, so that every
+    reference run of both reaches it, as late in training as that allows (where the records differ most)."""
     bests = [best_loss(runs, record) for record in step]
     if any(b is None for b in bests):
         return None

@@ -76,25 +76,27 @@ The trainer, data pipeline, validation and clock are the project's (`libs/train`
 
 ## Evaluation (fixed)
 The submission's workspace is trained from scratch with seed {proxy.seed}, validating every {proxy.eval_every}
-steps on {proxy.val_tokens:,} validation tokens (128-token sequences), and stopped at the first validation
+steps on {proxy.val_tokens:,} validation tokens ({proxy.seq_len}-token sequences), and stopped at the first validation
 loss at or below **{proxy.target}**. The metric is `{proxy.measure}` to that point (lower is better); the
 evaluation also reports `train_time_s` (training seconds, compilation and validation excluded), `steps` and
 `tokens`. A run that fails or never reaches the target within the configured `train.total_steps` is invalid.
-Keep `train.seq_len` at 128 and the data as it is (the evaluation sets them anyway).
+Keep `train.seq_len` at {proxy.seq_len} and the data as it is (the evaluation sets them anyway).
 """
     return text + (f"\n## Hints\n\n{hint}\n" if hint else "")
 
 
-def _task_files(step, levels: str, proxy: Proxy) -> dict[str, str]:
+def _task_files(step, levels: str, proxy: Proxy, data_sources: tuple[str, str]) -> dict[str, str]:
     raw = {"name": "", "title": f"Speedrun {step[0]} -> {step[1]} (hints: {levels})", "metric": proxy.measure,
            "lower_is_better": True, "time_limit_s": 120, "eval_time_limit_s": proxy.eval_time_limit_s,
            "memory_mb": 8192, "command": ["python", "-m", "py_compile", "gpt.py", "losses.py", "optim.py"],
-           "editable": list(workspace.EDITABLE), "submission": list(workspace.EDITABLE), "data_version": 1,
+           "editable": list(workspace.EDITABLE), "submission": list(workspace.EDITABLE),
+           # The data cache's key: another data source is another version of the task's data.
+           "data_version": 1 + int(hashlib.sha256(repr(data_sources).encode()).hexdigest()[:8], 16),
            "seed": 0, "needs_project": True}
     files = {"task.json": raw, "description.md": description(step, levels, proxy),
              "proxy.json": json.dumps(dataclasses.asdict(proxy), indent=1) + "\n",
-             "evaluate.py": _EVALUATE_PY, "prepare.py": _PREPARE_PY}
-    files.update({f"starter/{name}": text for name, text in workspace.sources(step[0]).items()})
+             "evaluate.py": _EVALUATE_PY, "prepare.py": _PREPARE_PY.format(sources=repr(data_sources))}
+    files.update({f"starter/{name}": text for name, text in workspace.sources(step[0], scale_file=proxy.scale_file).items()})
     return files
 
 
@@ -104,8 +106,11 @@ def load_task(name: str, proxy: Proxy | None = None, root: str | os.PathLike | N
     from libs.train import corpus  # pylint: disable=import-outside-toplevel
 
     step, levels = parse_task_name(name)
-    proxy = dataclasses.replace(proxy or Proxy(), train_data="data/stdlib_train_*.bin", val_data="data/stdlib_val_*.bin")
-    files = _task_files(step, levels, proxy)
+    proxy = proxy or Proxy()
+    data_sources = (proxy.train_data, proxy.val_data)  # the task's prepare.py links their files into ./data
+    proxy = dataclasses.replace(proxy, train_data=_in_data_dir(proxy.train_data, "train"),
+                                val_data=_in_data_dir(proxy.val_data, "val"))
+    files = _task_files(step, levels, proxy, data_sources)
     files["task.json"] = json.dumps({**files["task.json"], "name": name}, indent=1) + "\n"
     digest = hashlib.sha256(json.dumps([_VERSION, files], sort_keys=True).encode()).hexdigest()[:12]
     parent = os.path.join(root or corpus.default_data_dir(), "speedrun_bench", digest)
@@ -124,9 +129,14 @@ def load_task(name: str, proxy: Proxy | None = None, root: str | os.PathLike | N
     return research_tasks.load_task_dir(folder)
 
 
-def reference_workspace(record: str) -> dict[str, str]:
+def _in_data_dir(pattern: str, split: str) -> str:
+    """Where a data source's shards are seen from a task's working directory (./data)."""
+    return f"data/stdlib_{split}_*.bin" if pattern == "stdlib" else f"data/{os.path.basename(pattern)}"
+
+
+def reference_workspace(record: str, scale_file: str = workspace.SCALE_FILE) -> dict[str, str]:
     """The editable files of `record`'s own workspace (the oracle submits record i+1's to task i)."""
-    files = workspace.sources(record)
+    files = workspace.sources(record, scale_file=scale_file)
     return {name: files[name] for name in workspace.EDITABLE}
 
 
@@ -140,20 +150,31 @@ if __name__ == "__main__":
     evaluation.main(Path(__file__).resolve().parent / "proxy.json")
 '''
 
-_PREPARE_PY = '''"""The embedded corpus's byte-level shards (libs.train.corpus) as this task's public data."""
+_PREPARE_PY = '''"""This task's public data: the shards of its proxy's data sources, linked (else copied) into ./data."""
 
 import glob
 import os
 import shutil
 
-from libs.train import corpus
+from libs.train import corpus, launch
+
+SOURCES = {sources}  # train, val: "stdlib" (the embedded corpus) or shard globs (relative to the repository)
+
+
+def _files(pattern, split):
+    if pattern == "stdlib":
+        paths = corpus.build_stdlib_corpus(tokenizer="bytes")
+        pattern = paths.train_pattern if split == "train" else paths.val_pattern
+    found = sorted(glob.glob(os.path.join(launch.REPO_ROOT, pattern)))
+    if not found:
+        raise FileNotFoundError(f"no shards match {{pattern}} ({{split}} data of the speedrun benchmark)")
+    return found
 
 
 def prepare(public_dir, private_dir, seed):
-    del private_dir, seed  # the validation shard is public: the evaluation, not the agent, runs it
-    paths = corpus.build_stdlib_corpus(tokenizer="bytes")
-    for pattern in (paths.train_pattern, paths.val_pattern):
-        for path in glob.glob(pattern):
+    del private_dir, seed  # the validation shards are public: the evaluation, not the agent, runs them
+    for pattern, split in zip(SOURCES, ("train", "val")):
+        for path in _files(pattern, split):
             dest = os.path.join(public_dir, os.path.basename(path))
             try:
                 os.link(path, dest)  # the same bytes for every task: no copy where the file system allows
