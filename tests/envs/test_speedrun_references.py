@@ -18,10 +18,10 @@ def test_costs_to_a_target_are_the_first_validation_at_or_below_it():
 
 
 def test_medians_over_seeds_and_a_miss_voids_the_record():
-    runs = [_run("gpt2_124m", 0, [5, 4, 3.0]), _run("gpt2_124m", 1, [5, 3.0]), _run("gpt2_124m", 2, [5, 4, 3.5, 3.0], 0.5)]
+    runs = [_run("gpt2_124m", 0, [5, 4, 3.0]), _run("gpt2_124m", 1, [5, 3.1, 2.9]), _run("gpt2_124m", 2, [5, 4, 3.5, 3.0], 0.5)]
     runs += [_run("record_02", s, [5, 2.9]) for s in range(3)] + [_run("record_03", 0, [5, 2.5]), _run("record_03", 1, [5, 3.3])]
     rows = references.medians(runs, ["gpt2_124m", "record_02", "record_03"], 3.0)
-    assert rows[0]["steps"] == 20 and rows[0]["steps_spread"] == [10, 30] and rows[0]["train_time_s"] == 4.0
+    assert rows[0]["steps"] == 20 and rows[0]["steps_spread"] == [20, 30] and rows[0]["train_time_s"] == 4.0
     assert rows[2]["missed"] == 1 and rows[2]["steps"] is None
     flags = references.step_flags(rows)
     assert flags[0] == {"task": "gpt2_124m -> record_02", "train_time_s": "ok", "steps": "ok", "tokens": "ok"}
@@ -41,3 +41,12 @@ def test_a_step_that_is_not_cheaper_is_flagged_per_measure():
             {"record": "b", "train_time_s": 45.0, "steps": 150, "tokens": 307200}]
     step = references.step_flags(rows)[0]
     assert step["steps"] == "ok" and step["train_time_s"] == "no speedup between the references"
+
+
+def test_a_speedup_within_the_seeds_spread_is_flagged():
+    before = {"record": "a", "train_time_s": 40.0, "steps": 280, "tokens": 573440,
+              "train_time_s_spread": [39.0, 41.0], "steps_spread": [270, 280], "tokens_spread": [552960, 573440]}
+    after = {"record": "b", "train_time_s": 30.0, "steps": 270, "tokens": 552960,
+             "train_time_s_spread": [29.0, 31.0], "steps_spread": [260, 280], "tokens_spread": [532480, 573440]}
+    flag = references.step_flag(before, after)
+    assert flag["train_time_s"] == "ok" and flag["steps"] == references.WITHIN_SPREAD

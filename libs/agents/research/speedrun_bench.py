@@ -195,10 +195,11 @@ def _score(workdir, runs, proxies, results, proxy, label, agent) -> dict[str, An
         step = tuple(result["step"])
         before, after = refs[step]
         row = {**result, "target": proxies[step].target}
+        scorable = references.step_flag(before, after)
         for measure in tasks.MEASURES:
             agent_cost = (result["costs"] or {}).get(measure)
-            if before[measure] is None or after[measure] is None:
-                row[f"fsr_{measure}"], row[f"flag_{measure}"] = None, "a reference missed the target"
+            if scorable[measure] != "ok":
+                row[f"fsr_{measure}"], row[f"flag_{measure}"] = None, scorable[measure]
                 continue
             score = speedrun_scores.fsr(before[measure], after[measure], agent_cost)
             row[f"fsr_{measure}"], row[f"flag_{measure}"] = score.fsr, score.flag
@@ -241,8 +242,9 @@ def _markdown(ref_rows, rows, table, proxy, label) -> str:
         lines.append(f"| {' -> '.join(ref['step'])} | {ref['target']} | "
                      + " | ".join(_cost(ref["before"], m) for m in tasks.MEASURES) + " | "
                      + " | ".join(_cost(ref["after"], m) for m in tasks.MEASURES) + f" | {flags} |")
-    lines += ["", ("A flag marks a cost on which record i+1 is not cheaper than record i at this proxy: FSR is "
-                   "undefined there and the task is reported, not scored, on that cost."), "",
+    lines += ["", ("A flag marks a cost on which record i+1 is not cheaper than record i at this proxy, or only by "
+                   "less than the seeds' spread: FSR is undefined there and the task is reported, not scored, on "
+                   "that cost."), "",
               "## Tasks", "", "| task | hint | target | train s | steps | tokens | FSR (train s) | FSR (steps) | FSR (tokens) |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:

@@ -6,7 +6,8 @@ settings (the `Proxy.bindings` the task evaluation uses), and keeps its validati
 from a curve what reaching any target cost (steps, tokens and training seconds at the first validation at or
 below it: what a run stopped at that target measures); `medians` takes the median over seeds;
 `step_target` is the per-step rule's target; `step_flags` says, per ladder step and cost, whether record i+1
-is cheaper than record i (else the task's FSR is undefined on that cost and is flagged, never scored).
+is cheaper than record i beyond the seeds' spread (else the task's FSR is undefined on that cost and is
+flagged, never scored).
 """
 
 from __future__ import annotations
@@ -96,12 +97,24 @@ def step_flags(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [step_flag(before, after) for before, after in itertools.pairwise(rows)]
 
 
+WITHIN_SPREAD = "gap within the seeds' spread"
+
+
 def step_flag(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per cost: "ok", or why FSR is not scored on it: a record missed the target, record i+1 is not
+    cheaper, or the two records' seed ranges overlap (the speedup is within seed noise: a single run of
+    either record could land on the other's cost)."""
     step = {"task": f"{before['record']} -> {after['record']}"}
     for measure in MEASURES:
         if before[measure] is None or after[measure] is None:
             step[measure] = "a record missed the target"
             continue
         result = speedrun_scores.fsr(before[measure], after[measure], after[measure])
-        step[measure] = "ok" if result.flag is None else result.flag
+        spread_i, spread_next = before.get(f"{measure}_spread"), after.get(f"{measure}_spread")
+        if result.flag is not None:
+            step[measure] = result.flag
+        elif spread_i and spread_next and spread_next[1] >= spread_i[0]:
+            step[measure] = WITHIN_SPREAD
+        else:
+            step[measure] = "ok"
     return step
