@@ -97,7 +97,7 @@ class SpeedrunResponder:
     def __call__(self, body):
         prompt = body["messages"][-1]["content"]
         if '"is_bug"' in prompt:
-            failed = "scripted breakage" in prompt or "invalid" in prompt
+            failed = "scripted breakage" in prompt  # (the task description itself says "invalid")
             return json.dumps({"is_bug": failed, "summary": "broke" if failed else "trained",
                                "metric": None, "lower_is_better": True})
         if "Below is a solution" in prompt or "failed" in prompt.split("\n", 1)[0]:
@@ -118,7 +118,7 @@ def test_a_model_over_http_reproduces_the_step_in_the_sandbox(tmp_path):
     responder = SpeedrunResponder()
     with LocalOpenAIServer(responder=responder) as server:
         bindings = ["speedrun_bench.agent = 'research_agent'", "speedrun_bench.scaffold = 'scripted aide'",
-                    "research_agent.operators = 'aide'", "research_agent.steps = 4", "research_agent.reply_retries = 1",
+                    "research_agent.operators = 'aide'", "research_agent.steps = 4", "research_agent.reply_retries = 0",
                     "Greedy.num_drafts = 3", "Greedy.debug_prob = 0.0", *llm_bindings(server)]
         proc = run_binary("experiments.speedrun_bench", "--gin_file=configs/speedrun_bench/tiny.gin",
                           *[f"--gin_bindings={b}" for b in bindings], f"--workdir={tmp_path}", timeout=1500)
