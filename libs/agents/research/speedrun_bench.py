@@ -207,6 +207,8 @@ def _score(workdir, runs, proxies, results, proxy, label, agent) -> dict[str, An
         records.append({"task": result["task"], "hint": result["hint"], "scaffold": label,
                         "fsr": row[f"fsr_{proxy.measure}"], "flag": row[f"flag_{proxy.measure}"]})
     table = speedrun_scores.fsr_table(records, os.path.join(workdir, f"fsr_{agent}.png"))
+    for statistic in ("median", "iqm"):
+        table += f"\n{speedrun_scores.fsr_table(records, statistic=statistic)}"
     ref_rows = [{"step": list(step), "target": proxies[step].target, "before": pair[0], "after": pair[1],
                  "flags": references.step_flag(*pair)} for step, pair in refs.items()]
     with open(os.path.join(workdir, f"summary_{agent}.md"), "w") as f:
@@ -254,5 +256,6 @@ def _markdown(ref_rows, rows, table, proxy, label) -> str:
         lines.append(f"| {' -> '.join(row['step'])} | {row['hint']} | {row['target']} | "
                      f"{_fmt(costs.get('train_time_s'), '.1f')} | {_fmt(costs.get('steps'), ',.0f')} | "
                      f"{_fmt(costs.get('tokens'), ',.0f')} | " + " | ".join(fsrs) + " |")
-    lines += ["", f"## FSR on `{proxy.measure}` by hint level and scaffold (mean over tasks, 95% bootstrap)", "", table]
+    lines += ["", f"## FSR on `{proxy.measure}` by hint level and scaffold (mean, median, IQM over tasks; 95% bootstrap)",
+              "", table]
     return "\n".join(lines) + "\n"
