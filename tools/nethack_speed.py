@@ -9,6 +9,9 @@ is what to compare on a shared machine where other jobs take cores):
           task tracker).
   vector: VectorEnv(num_envs, num_workers) steps of random actions; `--steps` is vector steps; start-up time
           (workers, games) is reported separately. num_workers=0 steps all envs in this process.
+  loop:   the whole MaestroMotif training loop (libs/agents/maestromotif/training.py) on the same envs and
+          workers: stepping, batched policy inference, the skill program, five reward models (untrained, same
+          cost) and the PPO update; `--updates` updates of num_envs x 64 steps, timed after the first (compile).
 A measurement is a function in MEASUREMENTS taking the parsed flags and returning rows; add one there.
 """
 
@@ -88,15 +91,46 @@ def measure_vector(num_envs: int, num_workers: int, steps: int, seed: int) -> li
                 f"start-up {started - start:.1f} s, {finished} episodes")]
 
 
-_MEASURE = flags.DEFINE_list("measure", ["single", "vector"], "Measurements to run (keys of MEASUREMENTS).")
+_MEASURE = flags.DEFINE_list("measure", ["single", "vector", "loop"], "Measurements to run (keys of MEASUREMENTS).")
 _NUM_ENVS = flags.DEFINE_integer("num_envs", 32, "Envs of the vector env.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Worker processes of the vector env (0: in process).")
 _STEPS = flags.DEFINE_integer("steps", 500, "Vector steps (the single-game rows use steps x num_envs / 4).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of games and actions.")
 
+_UPDATES = flags.DEFINE_integer("updates", 12, "PPO updates of the loop measurement (the first is not timed).")
+
+
+def measure_loop(num_envs: int, num_workers: int, updates: int, seed: int) -> list[Row]:
+    """The training loop with untrained reward models for all five skills and the default skill program."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    from libs.agents.maestromotif import training  # pylint: disable=import-outside-toplevel  (imports jax)
+    from libs.models import motif  # pylint: disable=import-outside-toplevel
+    from libs.rl import ppo  # pylint: disable=import-outside-toplevel
+
+    config = motif.RewardModelConfig()
+    params = motif.make_model(config).init(__import__("jax").random.key(seed), np.zeros((1, 256), np.uint8),
+                                          np.zeros((1, 5), np.float32))["params"]
+    levels = np.linspace(0, 1, 101)
+    stats = {"mean": 0.0, "std": 1.0, "quantile_levels": levels, "quantile_values": levels - 0.5}
+    models = {s: motif.TrainedRewardModel(config, params, stats) for s in training.SKILLS}
+    ppo_config = ppo.PPOConfig(num_envs=num_envs, num_steps=64, total_env_steps=num_envs * 64 * updates)
+    train_config = training.SkillTrainingConfig(num_workers=num_workers, checkpoint_every=0, log_every=updates,
+                                                seed=seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        cpu, start = time.process_time(), time.perf_counter()
+        result = training.train_skills(workdir, models, train_config, ppo_config, should_stop=lambda: False)
+        seconds = time.perf_counter() - start
+    rate = result.get("env_steps_per_s", float("nan"))
+    return [Row(f"loop: {num_envs} envs / {num_workers} workers, PPO + 5 reward models", result["env_steps"],
+                result["env_steps"] / rate, time.process_time() - cpu,
+                f"{seconds:.1f} s in all with start-up and the first update's compile; parent CPU only")]
+
+
 MEASUREMENTS: dict[str, Callable[[], list[Row]]] = {
     "single": lambda: measure_single(max(_STEPS.value * _NUM_ENVS.value // 4, 1), _SEED.value),
     "vector": lambda: measure_vector(_NUM_ENVS.value, _NUM_WORKERS.value, _STEPS.value, _SEED.value),
+    "loop": lambda: measure_loop(_NUM_ENVS.value, _NUM_WORKERS.value, _UPDATES.value, _SEED.value),
 }
 
 

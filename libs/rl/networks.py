@@ -98,7 +98,7 @@ class NetHackActorCritic(nn.Module):
     """A small skill-conditioned actor-critic for NetHack, sized for CPU inference.
 
     obs: {"crop": int (B, 9, 9) glyph ids (PAD_GLYPH outside the map), "blstats": (B, 27),
-    "skill": int (B,)}. Glyph embeddings -> `conv_layers` 3x3 convolutions (none by default) -> dense;
+    "skill": int (B,), optional "targets": (B, T) landmark offsets (libs/envs/nethack/env.targets_into)}. Glyph embeddings -> `conv_layers` 3x3 convolutions (none by default) -> dense;
     normalised stats with the skill one-hot appended -> dense; both -> a shared dense layer -> policy
     logits and a value.
     """
@@ -119,7 +119,10 @@ class NetHackActorCritic(nn.Module):
         crop = nn.relu(nn.Dense(self.hidden, name="crop_dense")(x.reshape(x.shape[0], -1)))
 
         skill = jax.nn.one_hot(obs["skill"].astype(jnp.int32), self.num_skills)
-        stats = jnp.concatenate([normalise_blstats(obs["blstats"]), skill], axis=-1)
+        parts = [normalise_blstats(obs["blstats"]), skill]
+        if "targets" in obs:
+            parts.append(obs["targets"].astype(jnp.float32))
+        stats = jnp.concatenate(parts, axis=-1)
         stats = nn.relu(nn.Dense(self.hidden // 2, name="stats_dense")(stats))
 
         torso = nn.relu(nn.Dense(self.hidden, kernel_init=orthogonal(np.sqrt(2)), name="torso")(
@@ -140,4 +143,4 @@ def make_nethack_network(num_actions: int, num_skills: int, glyph_dim: int = 16,
 def nethack_obs_example(batch: int = 1) -> dict[str, np.ndarray]:
     """Zero observations of the shape NetHackActorCritic reads (for init and abstract shapes)."""
     return {"crop": np.full((batch, 9, 9), PAD_GLYPH, np.int32), "blstats": np.zeros((batch, 27), np.float32),
-            "skill": np.zeros((batch,), np.int32)}
+            "skill": np.zeros((batch,), np.int32), "targets": np.zeros((batch, 16), np.float32)}

@@ -223,9 +223,9 @@ def _run_locked(main: Callable[[str], Any], run_dir: rundir.RunDir, workdir: str
 
 
 class _LibraryInfoFilter(std_logging.Filter):
-    """Drops INFO lines from orbax and jax internals; warnings and errors pass."""
+    """Drops INFO lines from orbax, jax and nle internals; warnings and errors pass."""
 
-    NOISY = (os.sep + "orbax" + os.sep, os.sep + "jax" + os.sep, os.sep + "absl" + os.sep)
+    NOISY = (os.sep + "orbax" + os.sep, os.sep + "jax" + os.sep, os.sep + "absl" + os.sep, os.sep + "nle" + os.sep)
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self.NOISY)

@@ -16,6 +16,8 @@ LFS_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "lfs" + os.sep in p]
 LLAMA_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "llama" + os.sep in p]
 RESEARCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "research_agent" + os.sep in p]
 SPEEDRUN_BENCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun_bench" + os.sep in p]
+MAESTROMOTIF_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "maestromotif" + os.sep in p]
+MAESTROMOTIF_OVERLAYS = {"local_annotator.gin"}  # composed after another maestromotif file
 RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
 BASE = os.path.join(REPO_ROOT, "configs", "speedrun", "gpt2_124m.gin")
@@ -23,7 +25,8 @@ LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 
 def test_every_config_is_covered():
-    covered = set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS) | set(SPEEDRUN_BENCH_CONFIGS)
+    covered = (set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS) | set(SPEEDRUN_BENCH_CONFIGS)
+               | set(MAESTROMOTIF_CONFIGS))
     assert set(ALL_CONFIGS) == covered, \
         "a new configs/ folder needs a test here"
 
@@ -122,3 +125,17 @@ def test_speedrun_bench_configs_parse_with_known_agents_steps_and_scaffolds(path
         assert gin.query_parameter("research_agent.policy") in experiment.POLICIES
         assert gin.query_parameter("research_agent.operators") in experiment.OPERATOR_SETS
         assert gin.query_parameter("research_agent.steps") == 20  # the reference's node budget
+
+
+@pytest.mark.parametrize("path", MAESTROMOTIF_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_maestromotif_configs_parse_and_build_their_settings(path, clean_gin):
+    from libs.agents.maestromotif import collect, experiment, training  # pylint: disable=import-outside-toplevel
+    from libs.models import motif  # pylint: disable=import-outside-toplevel
+    from libs.rl import ppo  # pylint: disable=import-outside-toplevel
+
+    base = os.path.join(REPO_ROOT, "configs", "maestromotif", "descender.gin")
+    launch.parse_config([base, path] if os.path.basename(path) in MAESTROMOTIF_OVERLAYS else [path], [])
+    assert set(gin.query_parameter("maestromotif.phases")) <= set(experiment.PHASES)
+    assert gin.query_parameter("maestromotif.annotator") in experiment.ANNOTATORS
+    collect.CollectConfig(), training.SkillTrainingConfig(), motif.RewardModelConfig()  # each checks its values
+    assert ppo.PPOConfig().num_updates >= 1

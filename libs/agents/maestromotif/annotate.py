@@ -69,6 +69,10 @@ RETRY_PROMPT = ('\nSo, which one is the best? Please respond by saying ("best_de
 ANSWER_REGEX = re.compile(r"\W*[bB][eE][sS][tT]\\*_*\s*[dD][eE][sS][cC][rR][iI][pP][tT][iI][oO][nN]\W*"
                           r"(?:\s*:*\s*)?(?:\w+\s*)?(1|2|[Nn]one)")
 
+ANSWER_FORMAT = {"type": "json_schema", "json_schema": {"name": "preference", "schema": {
+    "type": "object", "properties": {"best_description": {"enum": [1, 2, "None"]}}, "required": ["best_description"],
+    "additionalProperties": False}}}
+
 _REPLY_EXCERPT = 600  # characters of the final reply kept in a record (its end, where the verdict is)
 
 
@@ -102,13 +106,17 @@ async def _annotate_one(gateway: llm.Gateway, skill: str, index: int, caption_a:
     messages = annotation_messages(skill, caption_a, caption_b)
     record: dict[str, Any] = {"index": index, "skill": skill, "pair": _pair_hash(caption_a, caption_b),
                               "retried": False}
+    # A provider that enforces JSON schemas (the embedded model's server) is asked for the verdict alone: a
+    # 135M model's free-form analysis never reaches a parseable answer. `{"best_description": 1}` parses with
+    # the reference regex.
+    extra = {"response_format": ANSWER_FORMAT} if getattr(gateway, "structured_outputs", False) else {}
     try:
-        reply = (await gateway.complete(messages)).text
+        reply = (await gateway.complete(messages, **extra)).text
         label = parse_preference(reply)
         if label is None:
             record["retried"] = True
             retry = [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": RETRY_PROMPT}]
-            reply = (await gateway.complete(retry, cache_tag="retry")).text
+            reply = (await gateway.complete(retry, cache_tag="retry", **extra)).text
             label = parse_preference(reply)
             if label is None:
                 record["unparsed"] = True
@@ -221,6 +229,8 @@ def _standin_score(skill: str, text: str, diff: Sequence[float]) -> float:
         score -= 10.0
     if hp < 0:
         score -= 1.0
+    if skill != "worshipper" and "praying" in text:  # praying without need is how the god gets angry
+        score -= 2.0
     if skill == "discoverer":
         if depth != 0:
             score -= 5.0  # "categorically refuse going up and down dungeon levels"
@@ -245,7 +255,8 @@ def rule_based_preference(skill: str, msg_a: Any, diff_a: Sequence[float], msg_b
     hunger] (depth +1 = went down). The higher score wins; equal scores, or both undesirable (negative, the
     prompt's "If both contain undesirable events"), give 2. Deterministic.
 
-    Rules: any skill: angering the god or dying -10, losing HP -1. discoverer: a level change -5; gold up,
+    Rules: any skill: angering the god or dying -10, losing HP -1; any skill but the worshipper: praying -2.
+    discoverer: a level change -5; gold up,
     XP up, a kill +2 each; a discovery ("you find", "you see here", ...) or a scroll +1; dropping -2.
     descender: depth down +5, up -5, "staircase down" +2. ascender: the mirror image. merchant: shop words
     ("for sale", "offers", "You bought", "sells", ...) +3, theft -5. worshipper: altar words ("altar",

@@ -170,18 +170,57 @@ def crop_into(glyphs: np.ndarray, x: int, y: int, out: np.ndarray) -> None:
         out[r0 - top:r1 - top, c0 - left:c1 - left] = glyphs[r0:r1, c0:c1]
 
 
-def policy_obs(raw: dict[str, np.ndarray], crop_size: int = CROP_SIZE) -> dict[str, np.ndarray]:
-    """{"crop": int16 (k, k) glyphs around the agent, "blstats": float32 (27,), "message": uint8 (256,)}."""
+TARGETS = ("stairs_down", "stairs_up", "altar", "shopkeeper")  # what `targets` points at, 4 numbers each
+TARGET_FEATURES = 4 * len(TARGETS)
+_STATIC_TARGETS = ("stairs_down", "stairs_up", "altar")  # remembered where seen: the hero or a monster may hide them
+TARGET_SCALE = (20.0, 10.0)  # columns, rows: offsets are divided by these and clipped to [-1, 1]
+
+
+def targets_into(glyphs: np.ndarray, x: int, y: int, level: tuple[int, int], state: EpisodeState | None,
+                 out: np.ndarray) -> None:
+    """Writes (dx, dy, present, here) of the nearest stairs down, stairs up, altar and shopkeeper into `out` (16,).
+
+    The crop shows only a few cells around the agent; these point at the landmarks the skills head for
+    anywhere on the shown map (Chebyshev-nearest; offsets scaled by TARGET_SCALE and clipped). Stairs and altars
+    are remembered per level in `state.seen` once shown, so standing on the stairs (which the hero's glyph then
+    hides) reads (0, 0, 1, 1): `here` says the agent stands on it (what DOWN / UP / an altar drop need). Absent: zeros.
+    """
+    features = FEATURES_OF_GLYPH[glyphs]
+    out.fill(0.0)
+    for k, name in enumerate(TARGETS):
+        rows, cols = np.nonzero(features & _FEATURE_BITS[name])
+        points = set(zip(cols.tolist(), rows.tolist()))
+        if state is not None and name in _STATIC_TARGETS:
+            remembered = state.seen.setdefault((*level, name), set())
+            remembered |= points
+            points = remembered
+        if points:
+            px, py = min(points, key=lambda p: max(abs(p[0] - x), abs(p[1] - y)))
+            out[4 * k] = np.clip((px - x) / TARGET_SCALE[0], -1.0, 1.0)
+            out[4 * k + 1] = np.clip((py - y) / TARGET_SCALE[1], -1.0, 1.0)
+            out[4 * k + 2] = 1.0
+            out[4 * k + 3] = float(px == x and py == y)
+
+
+def policy_obs(raw: dict[str, np.ndarray], crop_size: int = CROP_SIZE,
+               state: EpisodeState | None = None) -> dict[str, np.ndarray]:
+    """{"crop": int16 (k, k) glyphs around the agent, "blstats": float32 (27,), "message": uint8 (256,),
+    "targets": float32 (16,) (`targets_into`; `state` remembers stairs and altars across steps)}."""
     blstats = raw["blstats"]
+    x, y = int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
     crop = np.empty((crop_size, crop_size), np.int16)
-    crop_into(raw["glyphs"], int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y]), crop)
-    return {"crop": crop, "blstats": blstats.astype(np.float32), "message": np.array(raw["message"], np.uint8)}
+    crop_into(raw["glyphs"], x, y, crop)
+    targets = np.empty(TARGET_FEATURES, np.float32)
+    level = (int(blstats[nethack.NLE_BL_DNUM]), int(blstats[nethack.NLE_BL_DLEVEL]))
+    targets_into(raw["glyphs"], x, y, level, state, targets)
+    return {"crop": crop, "blstats": blstats.astype(np.float32), "message": np.array(raw["message"], np.uint8),
+            "targets": targets}
 
 
 def policy_obs_spec(crop_size: int = CROP_SIZE) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shapes and dtypes of `policy_obs`."""
     return {"crop": ((crop_size, crop_size), np.dtype(np.int16)), "blstats": ((BLSTATS_SIZE,), np.dtype(np.float32)),
-            "message": ((MESSAGE_SIZE,), np.dtype(np.uint8))}
+            "message": ((MESSAGE_SIZE,), np.dtype(np.uint8)), "targets": ((TARGET_FEATURES,), np.dtype(np.float32))}
 
 
 # --- skill context ----------------------------------------------------------------------------------------------
@@ -197,6 +236,7 @@ class EpisodeState:
     step: int = 0
     message: str = ""
     shops: dict[tuple[int, int], list[Rect]] = dataclasses.field(default_factory=dict)
+    seen: dict[tuple[int, int, str], set[tuple[int, int]]] = dataclasses.field(default_factory=dict)  # targets_into
 
 
 def _shop_floor(glyphs: np.ndarray, x: int, y: int) -> Rect | None:
@@ -447,7 +487,7 @@ class NetHackEnv:
         return self._context
 
     def policy_obs(self) -> dict[str, np.ndarray]:
-        return policy_obs(self.raw, self.settings.crop_size)
+        return policy_obs(self.raw, self.settings.crop_size, self.state)
 
     def close(self) -> None:
         self._game.close()

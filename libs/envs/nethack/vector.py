@@ -26,17 +26,19 @@ from typing import Any
 
 import numpy as np
 from absl import logging
-from nle.nethack import NLE_BL_X, NLE_BL_Y
+from nle.nethack import NLE_BL_DLEVEL, NLE_BL_DNUM, NLE_BL_X, NLE_BL_Y
 
 from libs.envs.nethack.detectors import TaskTracker
 from libs.envs.nethack.env import (
     ACTIONS,
+    EpisodeState,
     NetHackEnv,
     NetHackSettings,
     crop_into,
     episode_seeds,
     landmarks,
     policy_obs_spec,
+    targets_into,
 )
 from libs.train.errors import ConfigError
 
@@ -60,7 +62,7 @@ class EpisodeRecord:
 class Batch:
     """One step of every env. After `done`, `obs` and `contexts` already belong to the env's next episode."""
 
-    obs: dict[str, np.ndarray]  # crop (N, k, k) int16, blstats (N, 27) float32, message (N, 256) uint8
+    obs: dict[str, np.ndarray]  # crop (N, k, k) int16, blstats (N, 27) float32, message (N, 256) uint8, targets (N, 16)
     reward: np.ndarray  # (N,) float32, the score change
     done: np.ndarray  # (N,) bool, terminated or truncated
     truncated: np.ndarray  # (N,) bool, ended by the step limit
@@ -81,15 +83,18 @@ class _EnvGroup:
         self.returns = [0.0] * len(indices)
         self.started = False
 
-    def _write(self, j: int, raw: dict[str, np.ndarray]) -> None:
+    def _write(self, j: int, raw: dict[str, np.ndarray], state: EpisodeState) -> None:
         blstats = raw["blstats"]
-        crop_into(raw["glyphs"], int(blstats[NLE_BL_X]), int(blstats[NLE_BL_Y]), self.obs["crop"][j])
+        x, y = int(blstats[NLE_BL_X]), int(blstats[NLE_BL_Y])
+        crop_into(raw["glyphs"], x, y, self.obs["crop"][j])
+        targets_into(raw["glyphs"], x, y, (int(blstats[NLE_BL_DNUM]), int(blstats[NLE_BL_DLEVEL])), state,
+                     self.obs["targets"][j])
         self.obs["blstats"][j] = blstats
         self.obs["message"][j] = raw["message"]
 
     def _observe(self, j: int) -> dict[str, Any]:
         env = self.envs[j]
-        self._write(j, env.raw)
+        self._write(j, env.raw, env.state)
         context = env.context()
         self.trackers[j].update(context, landmarks(env.raw))
         return context

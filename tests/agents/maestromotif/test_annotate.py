@@ -129,6 +129,7 @@ def test_rule_based_standin_per_skill():
     assert pref("descender", "You climb down.", down, "It's a wall.", none) == 0
     assert pref("descender", "It's a wall.", none, "You climb up.", up) == 0  # staying beats going up
     assert pref("descender", "There is a staircase down here.", none, "It's a wall.", none) == 0
+    assert pref("descender", "You begin praying to Huan Ti.", none, "It's a wall.", none) == 1
     assert pref("ascender", "It's a wall.", down, "You climb up.", up) == 1
     assert pref("discoverer", "You climb down.", down, "You kill the newt!", none) == 1
     assert pref("discoverer", "5 gold pieces.", gold, "It's a wall.", none) == 0

@@ -24,6 +24,7 @@ from libs.envs.nethack.env import (
     landmarks,
     policy_obs,
     skill_context,
+    targets_into,
 )
 from libs.train.errors import ConfigError
 
@@ -167,6 +168,21 @@ def test_view_flags_and_landmarks_on_a_constructed_map():
     assert landmarks(raw) == {"altar", "shopkeeper", "oracle"}
     glyphs[11, 9] = DOWNSTAIRS
     assert skill_context(_raw(glyphs, 10, 10), EpisodeState())["stairs_down_in_view"]
+
+
+def test_targets_point_at_the_nearest_landmarks_and_remember_stairs_under_the_agent():
+    glyphs = np.full((21, 79), FLOOR, np.int16)
+    glyphs[12, 30] = DOWNSTAIRS  # 20 columns right, 2 rows down of the agent at (10, 10)
+    glyphs[10, 14] = DOWNSTAIRS  # the nearer one: 4 columns right
+    glyphs[0, 10] = SHOPKEEPER  # 10 rows up
+    state, out = EpisodeState(), np.empty(16, np.float32)
+    targets_into(_raw(glyphs, 10, 10)["glyphs"], 10, 10, (0, 3), state, out)
+    np.testing.assert_allclose(out, [0.2, 0.0, 1.0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, -1.0, 1.0, 0.0])
+    targets_into(_raw(glyphs, 14, 10)["glyphs"], 14, 10, (0, 3), state, out)  # standing on it hides its glyph
+    np.testing.assert_allclose(out[:4], [0.0, 0.0, 1.0, 1.0])
+    targets_into(_raw(glyphs, 14, 10)["glyphs"], 14, 10, (0, 4), EpisodeState(), out)  # another level: no memory
+    np.testing.assert_allclose(out[:4], [0.8, 0.2, 1.0, 0.0])
+    assert policy_obs(_raw(glyphs, 10, 10))["targets"].shape == (16,)
 
 
 def _shop_map() -> np.ndarray:
