@@ -18,15 +18,17 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from absl import logging
 
-from libs.llm import gateway as llm
 from libs.train import rundir
 from libs.train.errors import ConfigError, UserError
 from libs.train.metrics import format_duration
+
+if TYPE_CHECKING:  # the gateway imports litellm (seconds); the stand-in and the prompts need none of it
+    from libs.llm import gateway as llm
 
 FIRST, SECOND, NO_PREFERENCE = 0, 1, 2
 SKILLS = ("discoverer", "descender", "ascender", "merchant", "worshipper")
@@ -103,6 +105,7 @@ def _pair_hash(caption_a: str, caption_b: str) -> str:
 async def _annotate_one(gateway: llm.Gateway, skill: str, index: int, caption_a: str,
                         caption_b: str) -> dict[str, Any]:
     """One pair: ask, retry once with the reference's retry prompt if unparseable; the JSONL record."""
+    from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel,redefined-outer-name
     messages = annotation_messages(skill, caption_a, caption_b)
     record: dict[str, Any] = {"index": index, "skill": skill, "pair": _pair_hash(caption_a, caption_b),
                               "retried": False}
@@ -144,6 +147,8 @@ async def annotate(gateway: llm.Gateway, skill: str, pairs: Sequence[tuple[str, 
     or the LLM budget spent: BudgetExceeded is logged and ends annotation cleanly). A call still failing after
     the gateway's retries (LLMError, not rejected) is raised after the chunk's other records are saved.
     """
+    from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel,redefined-outer-name
+
     _check_skill(skill)
     if chunk_size < 1:
         raise ConfigError(f"annotate: chunk_size must be >= 1, got {chunk_size}")

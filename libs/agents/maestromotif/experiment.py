@@ -44,13 +44,14 @@ STANDIN_LABEL = "rule-based stand-in annotator"
 def run(workdir: str, phases: Sequence[str] = PHASES, annotator: str = "rule_based", skill_code_source: str = "default",
         skills: Sequence[str] = skills_lib.SKILLS, eval_episodes: int = 100, eval_step_limit: int = 500,
         task_episodes: int = 20, task_max_steps: int = 1000, tasks: Sequence[str] = (),
-        eval_seed: int = 10_000) -> dict[str, Any]:
+        eval_seed: int = 10_000, eval_workers: int = 2) -> dict[str, Any]:
     """Runs `phases` in order in `workdir`; returns what the last one produced.
 
     annotator: "rule_based" (the stand-in, labelled as such everywhere its labels are used) or "llm".
     skill_code_source: "default" (hand-written, run in process) or "llm" (generated, checked and run in the sandbox).
     skills: the skills to annotate and train reward models for.
-    eval_*: the descender check (episodes per method, env steps per episode); task_*: the task table.
+    eval_*: the descender check (episodes per method, env steps per episode, seed, worker processes);
+    task_*: the task table.
     """
     for name, value, allowed in (("annotator", annotator, ANNOTATORS), ("skill_code_source", skill_code_source,
                                                                          SKILL_CODE)):
@@ -93,7 +94,7 @@ def run(workdir: str, phases: Sequence[str] = PHASES, annotator: str = "rule_bas
                 return result
         elif phase == "evaluate":
             result = _evaluate(workdir, annotator, eval_episodes, eval_step_limit, task_episodes, task_max_steps,
-                               tasks, eval_seed, skill_code_source)
+                               tasks, eval_seed, skill_code_source, eval_workers)
     return result
 
 
@@ -209,14 +210,15 @@ def _current_program(workdir: str, source: str) -> tuple[str | None, bool]:
 # --- evaluate ---------------------------------------------------------------------------------------------------
 
 def _evaluate(workdir: str, annotator: str, episodes: int, step_limit: int, task_episodes: int, task_max_steps: int,
-              tasks: Sequence[str], seed: int, skill_code_source: str) -> dict[str, Any]:
+              tasks: Sequence[str], seed: int, skill_code_source: str, workers: int) -> dict[str, Any]:
     network, params = training.load_policy(os.path.join(workdir, "policy"), len(ACTIONS), CROP_SIZE)
     learned = lambda chunk: evaluation.learned_policy(network, params, seed + chunk)  # noqa: E731
     rand = lambda chunk: evaluation.random_policy(len(ACTIONS), seed + chunk)  # noqa: E731
     results: dict[str, Any] = {"annotator": STANDIN_LABEL if annotator == "rule_based" else "llm",
                                "step_limit": step_limit}
     for name, factory in (("descender", learned), ("random", rand)):
-        rate = evaluation.descender_rate(factory, episodes, step_limit, seed=seed)
+        rate = evaluation.descender_rate(factory, episodes, step_limit, num_envs=max(50, 8 * workers),
+                                         num_workers=workers, seed=seed)
         if rate is None:
             return {"status": "incomplete", "phase": "evaluate"}
         results[f"descender_check/{name}"] = rate.__dict__
@@ -229,7 +231,8 @@ def _evaluate(workdir: str, annotator: str, episodes: int, step_limit: int, task
         rows = {}
         for name, factory in (("MaestroMotif (this run)", learned), ("random policy", rand)):
             rates = evaluation.task_rates(factory, tasks, skills_lib.default_program_source, task_episodes,
-                                          task_max_steps, seed=seed + 50_000)
+                                          task_max_steps, num_envs=max(25, 4 * workers), num_workers=workers,
+                                          seed=seed + 50_000)
             if any(r is None for r in rates.values()):
                 return {"status": "incomplete", "phase": "evaluate"}
             rows[name] = rates
