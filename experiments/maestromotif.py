@@ -9,6 +9,7 @@ order in the workdir; each one's outputs are kept, so rerunning with the same --
 from absl import app, flags
 
 from libs.agents.maestromotif import experiment
+from libs.llm import gateway  # noqa: F401  (registers LLMConfig with gin; the library imports it only to annotate)
 from libs.train import launch
 
 _GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
