@@ -7,7 +7,7 @@ the same dungeons. Rates carry Wilson 95% intervals over episodes (`libs.evals.s
   agent reached a deeper dungeon level within them. The random policy draws uniformly from the same actions.
 - `task_rates`: each task's policy over skills (`default_skills.select_skill_for_task`, or an accepted
   LLM-written program) drives the trained skill policy for up to `max_steps` env steps; success per task is
-  the task detector's (`libs.envs.nethack.detectors`).
+  the task detector's (`libs.envs.nethack.detectors`, run in the env workers over the whole episode).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from absl import logging
 
 from libs.agents.maestromotif import skills as skills_lib
 from libs.envs.nethack.env import NetHackSettings
-from libs.envs.nethack.vector import VectorEnv
+from libs.envs.nethack.vector import EpisodeRecord, VectorEnv
 from libs.evals.stats import RateSummary, summarize_wins
 from libs.rl import ppo
 from libs.train import rundir
 
 SKILLS = skills_lib.SKILLS
 Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]  # (env obs, skill ids) -> actions
+SkillPicker = Callable[[list[dict], np.ndarray], np.ndarray]  # (contexts, episode starts) -> skill ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,13 +70,15 @@ def learned_policy(network: Any, params: Any, seed: int) -> Policy:
 
 
 def _episodes(policy_factory: Callable[[int], Policy], episodes: int, max_steps: int, num_envs: int,
-              num_workers: int, seed: int, on_step: Callable[[int, dict, np.ndarray], None],
-              skills: Callable[[list[dict], np.ndarray], np.ndarray],
-              should_stop: Callable[[], bool]) -> int:
+              num_workers: int, seed: int, on_step: Callable[[int, dict, bool], None],
+              chunk_skills: Callable[[int], SkillPicker], should_stop: Callable[[], bool],
+              on_end: Callable[[int, EpisodeRecord], None] | None = None) -> int:
     """Plays the first episode of each of `episodes` envs (in chunks of `num_envs`) for `max_steps` steps.
 
-    `on_step(env, context, started)` sees every step's context of a still-counted episode; `skills(contexts,
-    starts)` gives each env's skill id. Returns the number of episodes played to their end.
+    `on_step(env, context, started)` sees every step's context of a still-counted episode; `chunk_skills(n)`
+    gives a chunk of n envs its skill picker, `(contexts, starts) -> skill ids`; `on_end(env, record)` gets each
+    counted episode's record (its task successes come from the worker's detectors, which also see the map).
+    Returns the number of episodes played to their end.
     """
     settings = NetHackSettings(max_episode_steps=max_steps)
     played = 0
@@ -83,6 +86,7 @@ def _episodes(policy_factory: Callable[[int], Policy], episodes: int, max_steps:
         n = min(num_envs, episodes - chunk_start)
         with VectorEnv(n, min(num_workers, n), seed=seed + chunk_start, settings=settings) as venv:
             policy = policy_factory(chunk_start)
+            skills = chunk_skills(n)
             batch = venv.reset()
             live = np.ones(n, bool)
             skill_ids = skills(batch.contexts, np.ones(n, bool))
@@ -95,6 +99,8 @@ def _episodes(policy_factory: Callable[[int], Policy], episodes: int, max_steps:
                 for record in batch.episodes:
                     if live[record.env_index]:
                         on_step(chunk_start + record.env_index, record.final_context, False)
+                        if on_end is not None:
+                            on_end(chunk_start + record.env_index, record)
                         live[record.env_index] = False
                         played += 1
                 for i in np.flatnonzero(live):
@@ -117,8 +123,11 @@ def descender_rate(policy_factory: Callable[[int], Policy], episodes: int = 100,
         elif ctx["depth"] > start_depth[env]:
             reached[env] = True
 
+    def always_descender(ctxs: list[dict], starts: np.ndarray) -> np.ndarray:
+        return np.full(len(ctxs), descender, np.int32)
+
     played = _episodes(policy_factory, episodes, step_limit, num_envs, num_workers, seed, on_step,
-                       lambda ctxs, starts: np.full(len(ctxs), descender, np.int32), should_stop)
+                       lambda n: always_descender, should_stop)
     return Rate.of(reached) if played == episodes else None
 
 
@@ -127,43 +136,29 @@ def task_rates(policy_factory: Callable[[int], Policy], tasks: Sequence[str], pr
                sandboxed: bool = False,
                should_stop: Callable[[], bool] = rundir.stop_requested) -> dict[str, Rate | None]:
     """Success rate per task, each task's own policy over skills driving the skill policy."""
-    from libs.envs.nethack.detectors import TaskTracker  # pylint: disable=import-outside-toplevel
-
     out: dict[str, Rate | None] = {}
     for task in tasks:
         source = program_source(task)
         runner = skills_lib.SandboxedRunner(source) if sandboxed else skills_lib.InProcessRunner(source)
-        trackers: dict[int, TaskTracker] = {}
-        with runner:
-            schedulers: dict[int, skills_lib.SkillScheduler] = {}
+        successes: dict[int, bool] = {}
 
-            def skills(ctxs: list[dict], starts: np.ndarray, _task=task) -> np.ndarray:
-                n = len(ctxs)
-                if n not in schedulers:
-                    schedulers[n] = skills_lib.SkillScheduler(runner, n, seed)
-                names, _ = schedulers[n].update(ctxs, [bool(s) for s in starts])
+        def chunk_skills(n: int, _runner=runner) -> SkillPicker:
+            scheduler = skills_lib.SkillScheduler(_runner, n, seed)  # a chunk's games are new: fresh memories
+
+            def pick(ctxs: list[dict], starts: np.ndarray) -> np.ndarray:
+                names, _ = scheduler.update(ctxs, [bool(s) for s in starts])
                 return np.asarray([SKILLS.index(s) for s in names], np.int32)
+            return pick
 
-            def on_step(env: int, ctx: dict, started: bool) -> None:
-                if started:
-                    trackers[env] = TaskTracker()
-                trackers[env].update(ctx)
+        def on_end(env: int, record: EpisodeRecord, _task=task, _successes=successes) -> None:
+            _successes[env] = bool(record.successes.get(_task, False))
 
-            schedulers.clear()
-            played = _episodes(policy_factory, episodes, max_steps, num_envs, num_workers, seed, on_step,
-                               _fresh_schedulers(skills, schedulers), should_stop)
-        out[task] = Rate.of([trackers[e].successes()[task] for e in range(episodes)]) if played == episodes else None
+        with runner:
+            played = _episodes(policy_factory, episodes, max_steps, num_envs, num_workers, seed,
+                               lambda env, ctx, started: None, chunk_skills, should_stop, on_end)
+        out[task] = Rate.of([successes[e] for e in range(episodes)]) if played == episodes else None
         logging.info("evaluate: %s %s", task, out[task].text() if out[task] else "stopped")
     return out
-
-
-def _fresh_schedulers(skills, schedulers):
-    """Each chunk of envs starts with new schedulers (its games are new)."""
-    def wrapped(ctxs, starts):
-        if all(starts):
-            schedulers.clear()
-        return skills(ctxs, starts)
-    return wrapped
 
 
 def results_table(rows: dict[str, dict[str, Rate | None]], tasks: Sequence[str]) -> str:

@@ -212,8 +212,12 @@ def _current_program(workdir: str, source: str) -> tuple[str | None, bool]:
 def _evaluate(workdir: str, annotator: str, episodes: int, step_limit: int, task_episodes: int, task_max_steps: int,
               tasks: Sequence[str], seed: int, skill_code_source: str, workers: int) -> dict[str, Any]:
     network, params = training.load_policy(os.path.join(workdir, "policy"), len(ACTIONS), CROP_SIZE)
-    learned = lambda chunk: evaluation.learned_policy(network, params, seed + chunk)  # noqa: E731
-    rand = lambda chunk: evaluation.random_policy(len(ACTIONS), seed + chunk)  # noqa: E731
+    def learned(chunk: int) -> evaluation.Policy:
+        return evaluation.learned_policy(network, params, seed + chunk)
+
+    def rand(chunk: int) -> evaluation.Policy:
+        return evaluation.random_policy(len(ACTIONS), seed + chunk)
+
     results: dict[str, Any] = {"annotator": STANDIN_LABEL if annotator == "rule_based" else "llm",
                                "step_limit": step_limit}
     for name, factory in (("descender", learned), ("random", rand)):
@@ -252,8 +256,8 @@ def _write_results(workdir: str, results: dict, table: str, annotator: str, epis
         "",
         f"Rewards from: {results['annotator']}.",
         "",
-        f"Descender check: {episodes} episodes per policy from a fresh game; success = a deeper dungeon level "
-        f"within {step_limit} env steps (Wilson 95% intervals).",
+        (f"Descender check: {episodes} episodes per policy from a fresh game; success = a deeper dungeon level "
+         f"within {step_limit} env steps (Wilson 95% intervals)."),
         "",
         "| policy | success |",
         "|---|---|",

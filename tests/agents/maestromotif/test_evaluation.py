@@ -40,3 +40,19 @@ def test_descender_check_plays_each_episode_once_with_the_same_games_for_the_sam
     assert sorted(set(seen)) == [2, 4]  # a chunk of 4 envs, then one of 2
     assert evaluation.descender_rate(lambda c: evaluation.random_policy(28, c), episodes=2, step_limit=20,
                                      num_envs=2, num_workers=0, should_stop=lambda: True) is None
+
+
+def test_task_rates_use_each_tasks_program_and_the_workers_detectors():
+    from libs.agents.maestromotif import skills as skills_lib
+
+    sources = []
+
+    def source(task):
+        sources.append(task)
+        return skills_lib.default_program_source(task)
+
+    rates = evaluation.task_rates(lambda chunk: evaluation.random_policy(28, chunk), ["gnomish_mines", "transaction"],
+                                  source, episodes=3, max_steps=15, num_envs=2, num_workers=0,
+                                  should_stop=lambda: False)
+    assert sources == ["gnomish_mines", "transaction"]
+    assert all(r.episodes == 3 and r.successes == 0 for r in rates.values())  # 15 random steps reach neither
