@@ -98,8 +98,9 @@ class NetHackActorCritic(nn.Module):
     """A small skill-conditioned actor-critic for NetHack, sized for CPU inference.
 
     obs: {"crop": int (B, 9, 9) glyph ids (PAD_GLYPH outside the map), "blstats": (B, 27),
-    "skill": int (B,), optional "targets": (B, T) landmark offsets (libs/envs/nethack/env.targets_into)}. Glyph embeddings -> `conv_layers` 3x3 convolutions (none by default) -> dense;
-    normalised stats with the skill one-hot appended -> dense; both -> a shared dense layer -> policy
+    "skill": int (B,), optional "targets": (B, T) landmark offsets (libs/envs/nethack/env.targets_into)}.
+    Glyph embeddings -> `conv_layers` 3x3 convolutions (none by default) -> dense; normalised stats with the
+    skill one-hot (and the targets) appended -> dense; both -> a shared dense layer -> policy
     logits and a value.
     """
 

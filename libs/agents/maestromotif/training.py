@@ -5,13 +5,14 @@ batched policy call per step, lets the skill program (`skills.SkillScheduler`: i
 policy over skills) pick each env's active skill, and after `num_steps` steps rewards every transition with the
 reward model of the skill that took it:
 
-    r_t = llm_coef * 1[r_hat > eps_skill] * r_hat / N(msg)^beta + extrinsic_coef * score_change
+    r_t = llm_coef * 1[r_hat > eps_skill] * r_hat / N(event)^beta + extrinsic_coef * score_change
 
 where r_hat is the normalised model reward of the event the transition caused (the message shown after it and
 the change vector; `collect` pools the same events), eps_skill the model's quantile at that skill's
 `eps_threshold_quantile` and N the event's count so far in the episode (the reference counts messages; a
-descent's message is usually empty, so a count of the empty message would silence the descender's reward). Transitions that end an episode get no
-model reward (the next observation belongs to the next game). Then one PPO update (`libs.rl.ppo`).
+descent's message is usually empty, so a count of the empty message would silence the descender's reward).
+Transitions that end an episode get no model reward (the next observation belongs to the next game). Then one
+PPO update (`libs.rl.ppo`).
 Checkpoints every `checkpoint_every` updates and at a stop; a relaunch resumes from the latest (games in flight
 are not saved: they start over), and the env-step budget counts across relaunches.
 """
