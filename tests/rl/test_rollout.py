@@ -13,7 +13,7 @@ from libs.train.errors import UserError
 
 def obs_at(t, n=3):
     return {"crop": np.full((n, 9, 9), t, np.int32), "blstats": np.full((n, 27), t, np.float32),
-            "skill": np.arange(n, dtype=np.int32)}
+            "skill": np.arange(n, dtype=np.int32), "targets": np.full((n, 16), t / 10, np.float32)}
 
 
 def filled_buffer(num_steps=4, n=3):

@@ -91,6 +91,7 @@ def test_train_before_rewards_is_a_one_line_error(tmp_path):
     assert errors == [errors[0]] and "run the phases collect, annotate and rewards first" in errors[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_smoke_run_end_to_end_then_rerun_changes_nothing(tmp_path):
     proc = run_binary("experiments.maestromotif", SMOKE, f"--workdir={tmp_path}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
