@@ -130,6 +130,7 @@ def test_speedrun_bench_configs_parse_with_known_agents_steps_and_scaffolds(path
 @pytest.mark.parametrize("path", MAESTROMOTIF_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
 def test_maestromotif_configs_parse_and_build_their_settings(path, clean_gin):
     from libs.agents.maestromotif import collect, experiment, training  # pylint: disable=import-outside-toplevel
+    from libs.llm import gateway  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (LLMConfig, as the binary)
     from libs.models import motif  # pylint: disable=import-outside-toplevel
     from libs.rl import ppo  # pylint: disable=import-outside-toplevel
 

@@ -234,7 +234,7 @@ def train_skills(workdir: str, reward_models: dict[str, TrainedRewardModel], con
         warm: tuple[float, int] | None = None  # (time, env steps) after the first update (its compile excluded)
         try:
             while update_index < total_updates and not should_stop():
-                batch_np, stats = loop.rollout(state["params"])
+                batch_np, stats = loop.rollout(state["params"], should_stop)
                 if batch_np is None:  # stopped mid-rollout
                     break
                 key = jax.random.fold_in(jax.random.key(config.seed), update_index)
@@ -320,9 +320,9 @@ class _Loop:
                 self.skill_stats.observe(i, name, batch.contexts[i])
         self.current = np.asarray([SKILLS.index(s) for s in names], np.int32)
 
-    def rollout(self, params) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    def rollout(self, params, should_stop: Callable[[], bool]) -> tuple[dict[str, Any] | None, dict[str, float]]:
         for t in range(self.num_steps):
-            if rundir.stop_requested():
+            if should_stop():
                 return None, {}
             obs = policy_inputs(self.batch.obs, self.current)
             self.key, sub = jax.random.split(self.key)
