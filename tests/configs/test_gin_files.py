@@ -17,6 +17,7 @@ LLAMA_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "llama" + os.sep in p]
 RESEARCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "research_agent" + os.sep in p]
 SPEEDRUN_BENCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun_bench" + os.sep in p]
 MAESTROMOTIF_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "maestromotif" + os.sep in p]
+DREAMCRAFT_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "dreamcraft" + os.sep in p]
 MAESTROMOTIF_OVERLAYS = {"local_annotator.gin"}  # composed after another maestromotif file
 RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
@@ -26,7 +27,7 @@ LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 def test_every_config_is_covered():
     covered = (set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS) | set(SPEEDRUN_BENCH_CONFIGS)
-               | set(MAESTROMOTIF_CONFIGS))
+               | set(MAESTROMOTIF_CONFIGS) | set(DREAMCRAFT_CONFIGS))
     assert set(ALL_CONFIGS) == covered, \
         "a new configs/ folder needs a test here"
 
@@ -140,3 +141,24 @@ def test_maestromotif_configs_parse_and_build_their_settings(path, clean_gin):
     assert gin.query_parameter("maestromotif.annotator") in experiment.ANNOTATORS
     collect.CollectConfig(), training.SkillTrainingConfig(), motif.RewardModelConfig()  # each checks its values
     assert ppo.PPOConfig().num_updates >= 1
+
+
+@pytest.mark.parametrize("path", [p for p in DREAMCRAFT_CONFIGS if not p.endswith("constraints.gin")], ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_dreamcraft_configs_build_their_parts(path, clean_gin):
+    """(constraints.gin is checked through house.gin, which includes it.)"""
+    from libs.dreamcraft import experiment  # noqa: F401  (registers the configurables, as the binary does)
+    from libs.envs.voxels import constraints
+    from libs.envs.voxels.palette import load_palette
+    from libs.envs.voxels.structures import reference_structure
+    from libs.models.voxel_field import FieldConfig
+
+    launch.parse_config([path], [])
+    palette = load_palette()
+    refs = gin.query_parameter("dreamcraft.constraints")  # references, as gin passes them (`@Adjacency`)
+    built = constraints.build(palette, [r.scoped_configurable_fn for r in refs])
+    assert built and all(c.weight > 0 for c in built)
+    grid = FieldConfig().grid
+    if gin.query_parameter("dreamcraft.guidance") != "text_image":
+        reference = reference_structure(palette)
+        assert reference.shape[0] % grid[0] == 0 and (reference > 0).any()
+        assert constraints.evaluate(built, reference)["constraints/satisfied"] > 0
