@@ -119,6 +119,10 @@ class TextImage(Guidance):
         self.views_per_step, self.image_size = views_per_step, image_size
         self.elevation_range, self.fov_degrees = tuple(elevation_range), fov_degrees
 
+    @property
+    def rays_per_step(self) -> int:
+        return self.views_per_step * self.image_size ** 2
+
     def data(self):
         return {"scorer": self.scorer.params}
 

@@ -59,10 +59,11 @@ def house(size: int = 16) -> _Builder:
     layer, y = 0, top + 1
     while w0 - 1 + layer <= w1 + 1 - layer:
         a, c = w0 - 1 + layer, w1 + 1 - layer
-        if c - a <= 1:
+        if c - a <= 3:
             b.fill("oak_planks", (a, c), y, (a, c))
-        else:
+        else:  # two rings, so the next layer's ring rests on this one's inner ring (face-connected, buildable)
             b.ring("oak_planks", (a, c), y, (a, c))
+            b.ring("oak_planks", (a + 1, c - 1), y, (a + 1, c - 1))
         layer, y = layer + 1, y + 1
     b.fill("bricks", w1 - 1, (top + 1, min(size - 1, top + 5)), w1 - 1)
     return b
