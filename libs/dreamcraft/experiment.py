@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import gin
 import numpy as np
@@ -35,13 +35,14 @@ from libs.models import voxel_field
 from libs.models.clip import ClipScorer
 from libs.train import rundir
 from libs.train.errors import ConfigError
+from libs.train.launch import POSITIVE
 
 
 @gin.configurable("dreamcraft")
 def run(workdir: str, guidance: str = "photometric", methods: Sequence[str] = METHODS, seeds: Sequence[int] = (0,),
-        image_size: int = 64, rays_per_step: int = 4096, target_pngs: str | None = None,
-        constraints: Sequence[Any] = (), eval_views: int = 8, export_name: str = "dreamcraft",
-        preview_size: int = 128) -> dict[str, Any]:
+        image_size: Annotated[int, POSITIVE] = 64, rays_per_step: Annotated[int, POSITIVE] = 4096,
+        target_pngs: str | None = None, constraints: Sequence[Any] = (), eval_views: Annotated[int, POSITIVE] = 8,
+        export_name: str = "dreamcraft", preview_size: Annotated[int, POSITIVE] = 128) -> dict[str, Any]:
     """Trains every method x seed on the same guidance and reports the comparison.
 
     guidance: "photometric" (target views of the reference structure, or `target_pngs`), "silhouette" (their
@@ -188,7 +189,7 @@ def summarise(results: dict[str, dict[str, Any]], methods: Sequence[str], constr
     for method in methods:
         rows = [r for r in results.values() if r["method"] == method]
         stats: dict[str, Any] = {"seeds": len(rows)}
-        keys = ["hard_render_mse", "hard_render_psnr", "constraints_satisfied", "solid_blocks"]
+        keys = ["hard_render_mse", "hard_render_psnr", "clip_similarity", "constraints_satisfied", "solid_blocks"]
         keys += [f"{c}/{m}" for c in constraint_names for m in ("violation", "satisfied")]
         for key in keys:
             values = [_lookup(r, key) for r in rows]

@@ -141,8 +141,8 @@ def render_targets(grid: np.ndarray, palette, cameras: vr.Cameras, image_size: i
                    background=(1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """Target images (n, H, W, 3) and masks (n, H, W) of a hard reference grid."""
     probs = vr.one_hot_grid(grid, len(palette))
-    rgb, alpha = jax.jit(vr.render_images, static_argnums=(4, 5, 6))(
-        probs, palette.colors, palette.opacities, cameras, image_size, image_size, tuple(background))
+    rgb, alpha = vr.render_images_jit(probs, palette.colors, palette.opacities, cameras, image_size, image_size,
+                                      tuple(background))
     return np.asarray(rgb), np.asarray(alpha)
 
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
 from libs.models import voxel_render as vr
 
-_render = jax.jit(vr.render_images, static_argnums=(4, 5, 6))
-
-
 def render_views(grid: np.ndarray, palette, cameras: vr.Cameras, size: int = 128) -> np.ndarray:
     """(n, size, size, 3) renders of a hard grid."""
-    rgb, _ = _render(vr.one_hot_grid(grid, len(palette)), palette.colors, palette.opacities, cameras, size, size,
+    rgb, _ = vr.render_images_jit(vr.one_hot_grid(grid, len(palette)), palette.colors, palette.opacities, cameras, size, size,
                      (1.0, 1.0, 1.0))
     return np.asarray(rgb)
 

@@ -95,6 +95,11 @@ class FieldRun:
             raise ConfigError(f"dreamcraft: method {self.method!r}: use one of {METHODS}")
         self.model = voxel_field.VoxelField(self.field_config, len(self.palette) - 1)
         self.mesh = self.mesh or sharding.make_mesh(devices=jax.devices())
+        ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        rays = getattr(self.guidance, "rays_per_step", 0)
+        if rays % ways:
+            raise ConfigError(f"dreamcraft: {rays} rays per step do not split over the mesh's {ways} data-parallel "
+                              "devices; use a multiple")
         schedule_fn = optax.warmup_cosine_decay_schedule(0.0, self.config.learning_rate, self.config.warmup_steps,
                                                          self.config.steps, self.config.learning_rate * 0.1)
         self.tx = optax.adam(schedule_fn)

@@ -183,3 +183,7 @@ def render_images(probs: jax.Array, colors, opacities, cameras: Cameras, height:
     origins, dirs = camera_rays(cameras, height, width)
     alpha, color = cell_appearance(probs, colors, opacities)
     return composite(trace(origins, dirs, probs.shape[:3]), alpha, color, background)
+
+
+# Compiled once per (shape, image size, background): previews, turntables and targets render many grids.
+render_images_jit = jax.jit(render_images, static_argnums=(4, 5, 6))
