@@ -23,7 +23,7 @@ demo-local: $(STAMP)  ## one LLM-First Search game with the embedded local model
 		--gin_bindings='run.tasks = ["countdown3"]' --gin_bindings='run.policies = ["lfs"]' \
 		--gin_bindings='run.num_games = 1'
 
-test: $(STAMP)  ## the fast test suite (CPU, about 10 minutes on 2 cores)
+test: $(STAMP)  ## the fast test suite (CPU, about 15 minutes on 2 cores)
 	$(PY) -m pytest tests --durations=15
 
 test-slow: $(STAMP)  ## the long end-to-end tests marked slow (real processes, the real model)

@@ -1,4 +1,7 @@
-"""The DreamCraft experiment end to end on the smoke config: files, exports, the comparison, reruns, the binary."""
+"""The DreamCraft experiment end to end on the smoke config: files, exports, the comparison, reruns, the binary.
+
+The smoke run (two trainings, ~25 s) is in the slow suite; the fast suite keeps the config error and
+tests/dreamcraft/test_train.py (fitting, interruption, exact resume)."""
 
 import json
 import os
@@ -35,6 +38,7 @@ def smoke_run(tmp_path_factory):
     return workdir, result
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_comparison_renders_and_exports(smoke_run):
     workdir, result = smoke_run
     assert result["status"] == "complete"
@@ -54,6 +58,7 @@ def test_smoke_run_writes_the_comparison_renders_and_exports(smoke_run):
             np.testing.assert_array_equal(np.asarray(back_ids)[back], np.asarray(ids)[grid])  # every block
 
 
+@pytest.mark.slow
 def test_a_finished_experiment_reruns_without_training(smoke_run):
     workdir, _ = smoke_run
     result_file = workdir / "runs" / "quantized_seed0" / "result.json"
@@ -68,6 +73,7 @@ def test_a_finished_experiment_reruns_without_training(smoke_run):
         json.loads(result_file.read_text())["hard_render_mse"])
 
 
+@pytest.mark.slow
 def test_saved_targets_read_back_as_supplied_pngs(smoke_run):
     workdir, _ = smoke_run
     images, masks, cams = gd.load_target_pngs(str(workdir / "targets"), (8, 8, 8))
