@@ -100,7 +100,8 @@ class FieldRun:
         if rays % ways:
             raise ConfigError(f"dreamcraft: {rays} rays per step do not split over the mesh's {ways} data-parallel "
                               "devices; use a multiple")
-        schedule_fn = optax.warmup_cosine_decay_schedule(0.0, self.config.learning_rate, self.config.warmup_steps,
+        warmup = min(self.config.warmup_steps, self.config.steps - 1)  # optax needs decay steps after warmup
+        schedule_fn = optax.warmup_cosine_decay_schedule(0.0, self.config.learning_rate, warmup,
                                                          self.config.steps, self.config.learning_rate * 0.1)
         self.tx = optax.adam(schedule_fn)
 
@@ -128,9 +129,12 @@ class FieldRun:
         probs = self.probs(params, step, noise_key)
         alpha, color = vr.cell_appearance(probs, self.palette.colors, self.palette.opacities)
         tr, aux = self.guidance.sample(data, ray_key)
-        batch = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
-        tr = jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, batch), tr)
+        # Rays of any batch shape (text guidance renders whole views) are split, flat, over the data axes.
+        batch_shape, steps = tr.cells.shape[:-1], tr.cells.shape[-1]
+        split = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
+        tr = jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a.reshape(-1, steps), split), tr)
         rgb, opacity = vr.composite(tr, alpha, color, self.background)
+        rgb, opacity = rgb.reshape(*batch_shape, 3), opacity.reshape(batch_shape)
         guide, metrics = self.guidance.loss(rgb, opacity, aux)
         total = guide
         if self.method == "quantized" and self.constraints:

@@ -500,6 +500,9 @@ def _compiled(cfg: ClipConfig):
     return jax.jit(encode_text), jax.jit(score)
 
 
+_UNSET = "<unset>"  # ClipScorer.model_dir must be chosen: real weights or, explicitly, the stand-in (None)
+
+
 @gin.configurable
 class ClipScorer:
     """Cosine similarity between images and one prompt under a CLIP model.
@@ -508,7 +511,10 @@ class ClipScorer:
     for tests only (`is_stand_in`, `label` and a logged warning say so).
     """
 
-    def __init__(self, model_dir: str | None, prompt: str, seed: int = 0):
+    def __init__(self, model_dir: str | None = _UNSET, prompt: str = "", seed: int = 0):
+        if model_dir is _UNSET:
+            raise ConfigError("ClipScorer.model_dir is not set: point it at a Hugging Face CLIP folder, or set it to "
+                              "None for the random-initialised stand-in (tests only)")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"ClipScorer.prompt={prompt!r}: must be a non-empty text")
         self.prompt = prompt

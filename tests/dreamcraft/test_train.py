@@ -71,3 +71,18 @@ def test_the_quantized_method_trains_on_constraints_and_the_baseline_does_not(ph
     assert "loss/distribution" in q_metrics and "loss/distribution" not in b_metrics
     with pytest.raises(ConfigError, match="method"):
         _run(photometric, "other")
+
+
+@pytest.mark.slow  # ~15 s: compiles the CLIP stand-in's image tower into the step
+def test_text_guidance_splits_whole_views_over_the_devices(tmp_path):
+    from libs.models.clip import ClipScorer  # the random-initialised stand-in: only the plumbing is under test
+
+    guidance = gd.TextImage(ClipScorer(None, "a tower"), SHAPE, views_per_step=2, image_size=8)
+    run = tr.FieldRun(PALETTE, guidance, [], voxel_field.FieldConfig(grid=SHAPE, hidden=8),
+                      tr.TrainConfig(steps=2, log_every=1, render_every=0, checkpoint_every=0))
+    assert len(jax.devices()) == 8 and guidance.rays_per_step == 128
+    out = run.train(str(tmp_path), should_stop=lambda: False)
+    assert out["status"] == "complete" and out["step"] == 2
+    with pytest.raises(ConfigError, match="do not split"):
+        tr.FieldRun(PALETTE, gd.TextImage(guidance.scorer, SHAPE, views_per_step=1, image_size=3), [],
+                    voxel_field.FieldConfig(grid=SHAPE), tr.TrainConfig())

@@ -277,3 +277,6 @@ def test_scorer_loads_folder_through_gin(tmp_path, params, bpe_tokenizer, clean_
     np.testing.assert_allclose(scorer.text_embedding, text / np.linalg.norm(text), rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="prompt"):
         clip.ClipScorer(None, "  ")
+    gin.clear_config()
+    with pytest.raises(ConfigError, match="model_dir is not set"):  # the stand-in is never chosen by omission
+        clip.ClipScorer(prompt="a red house")
