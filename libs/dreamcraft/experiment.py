@@ -210,7 +210,8 @@ def _lookup(result: dict[str, Any], key: str) -> float | None:
 def _write_results(workdir, summary, results, reference, palette, methods, first_seed, size) -> None:
     lines = ["# DreamCraft: quantized in training vs quantized after training", "",
              "Mean ± standard deviation over seeds; the hard-grid render loss is the mean squared error of the "
-             "quantized structure's renders against the reference's, on held-out views.", "",
+             "quantized structure's renders against the reference's on held-out views (against supplied target "
+             "PNGs: on their own views).", "",
              "| method | seeds | hard render MSE | PSNR (dB) | constraints satisfied | solid blocks |",
              "|---|---|---|---|---|---|"]
     fmt = lambda s, k, p: f"{s[k]:.{p}f} ± {s[k + '_std']:.{p}f}" if k in s else "-"
