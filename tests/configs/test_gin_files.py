@@ -18,6 +18,7 @@ RESEARCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "research_agent" + os.sep
 SPEEDRUN_BENCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun_bench" + os.sep in p]
 MAESTROMOTIF_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "maestromotif" + os.sep in p]
 DREAMCRAFT_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "dreamcraft" + os.sep in p]
+SOURCE2SYNTH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "source2synth" + os.sep in p]
 MAESTROMOTIF_OVERLAYS = {"local_annotator.gin"}  # composed after another maestromotif file
 RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
@@ -27,7 +28,7 @@ LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 def test_every_config_is_covered():
     covered = (set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS) | set(SPEEDRUN_BENCH_CONFIGS)
-               | set(MAESTROMOTIF_CONFIGS) | set(DREAMCRAFT_CONFIGS))
+               | set(MAESTROMOTIF_CONFIGS) | set(DREAMCRAFT_CONFIGS) | set(SOURCE2SYNTH_CONFIGS))
     assert set(ALL_CONFIGS) == covered, \
         "a new configs/ folder needs a test here"
 
@@ -162,3 +163,18 @@ def test_dreamcraft_configs_build_their_parts(path, clean_gin):
         reference = reference_structure(palette)
         assert reference.shape[0] % grid[0] == 0 and (reference > 0).any()
         assert constraints.evaluate(built, reference)["constraints/satisfied"] > 0
+
+
+@pytest.mark.parametrize("path", SOURCE2SYNTH_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_source2synth_configs_name_real_sources(path, clean_gin):
+    from libs.source2synth import experiment, pipelines  # noqa: F401  (registers the configurables)
+
+    overlay = os.path.basename(path) == "evaluate.gin"  # composed after a model's file
+    launch.parse_config([os.path.join(REPO_ROOT, "configs/source2synth/llm.gin"), path] if overlay else [path], [])
+    if overlay:
+        assert gin.query_parameter("source2synth.mode") == "evaluate"
+        return
+    assert set(gin.query_parameter("source2synth.pipelines")) <= set(pipelines.PIPELINES)
+    assert gin.query_parameter("source2synth.generator") in experiment.MODELS
+    for folder in (*gin.query_parameter("source2synth.tables"), *gin.query_parameter("source2synth.documents")):
+        assert os.listdir(os.path.join(REPO_ROOT, folder))
