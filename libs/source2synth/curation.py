@@ -5,7 +5,8 @@ Slice 0 is written out in chat format for fine-tuning a curation model ("LLMSynt
 
 1. duplicates (the same normalised question as an earlier example) are dropped;
 2. imputation (optional): the question is blanked and the curator writes it anew from the answer and the
-   context; the original is kept in the record (a failed imputation keeps the original question);
+   context; the original is kept in the record (a failed imputation, or one that is not a question, keeps the
+   original question);
 3. answerability: the curator gets `tries` attempts (sampled at `temperature`, each cached under its own tag) to
    answer the question from the context the dataset gives (the table's schema and rows / the passages); the
    example is kept if one attempt is correct (`scoring.correct`: its SQL executes to the gold result or its
@@ -18,6 +19,7 @@ import hashlib
 from typing import Any
 
 from libs.source2synth import scoring
+from libs.source2synth.pipelines import is_question
 from libs.source2synth.prompts import ReplyError
 
 
@@ -57,11 +59,13 @@ async def curate(example: dict, curator, *, tries: int, temperature: float, impu
     question = example["question"]
     if impute:
         try:
-            question = (await curator.ask("impute", impute_inputs(example), tag=f"{example['id']}/impute"))["question"]
-            record["imputed"] = True
+            imputed = (await curator.ask("impute", impute_inputs(example), tag=f"{example['id']}/impute"))["question"]
         except ReplyError as e:
-            record["imputed"] = "failed"
-            record["impute_error"] = str(e)[:200]
+            imputed, record["impute_error"] = None, str(e)[:200]
+        if imputed is not None and not is_question(imputed):
+            imputed, record["impute_error"] = None, f"not a question: {imputed[:200]}"
+        record["imputed"] = "failed" if imputed is None else True
+        question = imputed or question
     step, inputs = answer_inputs({**example, "question": question}, table_rows)
     attempts = []
     for t in range(tries):

@@ -25,6 +25,7 @@ import gin
 from absl import logging
 
 from libs.source2synth import curation, outputs, scoring, sources, standin
+from libs.source2synth import documents as docs_lib
 from libs.source2synth import pipelines as pipes
 from libs.source2synth import sql as sql_lib
 from libs.source2synth.generators import ModelGenerator
@@ -133,7 +134,7 @@ def load_sources(workdir: str, kinds: Sequence[str], tables: Sequence[str], docu
         logging.info("tables: %s in %s", ", ".join(f"{t.name} ({t.num_rows} rows)" for t in loaded), db_path)
         srcs["table"] = pipes.TableSources(db_path, loaded, sql_lib.read_schema(db_path), **table_options)
     if "multihop" in kinds:
-        docs, skipped = sources.load_documents(list(documents), matcher=matcher)
+        docs, skipped = docs_lib.load_documents(list(documents), matcher=matcher)
         _warn_skipped(skipped)
         links = sum(len(d.links) for d in docs.values())
         if not links:

@@ -19,7 +19,7 @@ import random
 import re
 from typing import Any
 
-from libs.source2synth import prompts, scoring, sources
+from libs.source2synth import documents, prompts, scoring, sources
 from libs.source2synth import sql as sql_lib
 from libs.source2synth.prompts import ReplyError
 
@@ -32,6 +32,8 @@ REJECT_REASONS = {
     "leaks_bridge": "the merged question names the bridge entity",
     "no_seed": "the sources hold no seed for this pipeline",
     "answer_in_question": "the question already contains its answer",
+    "not_a_question": "the question does not end with a question mark, or is longer than a question should be",
+    "answer_too_long": "the answer is longer than a short answer (a name, a place, a number)",
     **{r: f"SQL rejected: {r}" for r in sql_lib.REASONS},
 }
 
@@ -69,9 +71,9 @@ class DocumentSources:
     def passage_mentioning(self, doc, entity: str) -> str | None:
         """The first paragraph of `doc` that links to or names `entity` (as plain text)."""
         target = self.documents[entity]
-        names = [entity, *getattr(target, "aliases", ())]
+        names = [entity, *target.aliases]
         for raw in re.split(r"\n\s*\n", doc.text):
-            plain = sources.plain_text(raw).strip()
+            plain = documents.plain_text(raw).strip()
             if plain.startswith("#"):
                 continue
             if any(_names(plain, n) for n in names) or _links_to(raw, entity, target):
@@ -86,6 +88,19 @@ def _names(text: str, name: str) -> bool:
 def _links_to(raw: str, title: str, target) -> bool:
     wiki = re.search(r"\[\[\s*" + re.escape(title) + r"\s*(\|[^\]]*)?\]\]", raw, re.IGNORECASE)
     return bool(wiki) or (target.path and f"({target.path.rsplit('/', 1)[-1]})" in raw)
+
+
+MAX_QUESTION_WORDS = 80
+MAX_ANSWER_WORDS = 8
+
+
+def is_question(text: str) -> bool:
+    return text.rstrip().endswith("?") and len(text.split()) <= MAX_QUESTION_WORDS
+
+
+def _check_question(stage: str, text: str) -> None:
+    if not is_question(text):
+        raise Rejected(stage, "not_a_question", text[:200])
 
 
 def _asker(generator, hashes: dict, trace: dict):
@@ -145,6 +160,7 @@ async def table_example(generator, src: TableSources, seed: int, index: int, tra
         raise Rejected("sql", "result_too_long", f"{len(rows)} rows | {query[:200]}")
     result = sql_lib.format_result(rows)
     qa = await ask("table_question", {"statement": statement, "sql": query, "result": result})
+    _check_question("table_question", qa["question"])
     example = {
         "pipeline": "table", "question": qa["question"], "answer": result,
         "reasoning": {"statement": statement, "sql": query, "result": [list(r) for r in rows]},
@@ -165,7 +181,7 @@ def multihop_seed(src: DocumentSources, seed: int, index: int) -> dict[str, Any]
     rng.shuffle(pairs)
     for first, bridge in pairs:
         passage = src.passage_mentioning(src.documents[first], bridge)
-        second = sources.passages(src.documents[bridge])
+        second = documents.passages(src.documents[bridge])
         if passage and second:
             return {"entity": first, "bridge": bridge, "passage1": passage, "passage2": rng.choice(second)}
     raise Rejected("seed", "no_seed", "no document links to another one in a passage")
@@ -176,18 +192,23 @@ async def multihop_example(generator, src: DocumentSources, seed: int, index: in
     ask = _asker(generator, hashes, trace)
     s = multihop_seed(src, seed, index)
     bridge_doc = src.documents[s["bridge"]]
-    bridge_names = [s["bridge"], *getattr(bridge_doc, "aliases", ())]
+    bridge_names = [s["bridge"], *bridge_doc.aliases]
 
     hop1 = await ask("hop1", {"entity": s["entity"], "passage": s["passage1"], "bridge": s["bridge"]})
     if not any(scoring.soft_exact_match(hop1["answer"], n) for n in bridge_names):
         raise Rejected("hop1", "bridge_mismatch", f"{hop1['answer']!r} is not {s['bridge']!r}")
+    _check_question("hop1", hop1["question"])
     hop2 = await ask("hop2", {"entity": s["bridge"], "passage": s["passage2"]})
     if not any(_names(hop2["question"], n) for n in bridge_names):
         raise Rejected("hop2", "hop2_off_bridge", hop2["question"][:200])
+    _check_question("hop2", hop2["question"])
+    if len(hop2["answer"].split()) > MAX_ANSWER_WORDS:
+        raise Rejected("hop2", "answer_too_long", hop2["answer"][:100])
     if not scoring.soft_exact_match(s["passage2"], hop2["answer"]):
         raise Rejected("hop2", "answer_not_in_passage", hop2["answer"][:100])
     merged = await ask("merge", {"entity1": s["entity"], "question1": hop1["question"], "answer1": s["bridge"],
                                  "question2": hop2["question"], "answer2": hop2["answer"]})
+    _check_question("merge", merged["question"])
     if any(_names(merged["question"], n) for n in bridge_names):
         raise Rejected("merge", "leaks_bridge", merged["question"][:200])
     documents = [src.documents[s["entity"]], bridge_doc]

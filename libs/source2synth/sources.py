@@ -1,8 +1,7 @@
-"""Source2Synth's sources: tables loaded into one SQLite database, and linked text documents.
+"""Source2Synth's table sources: CSV/TSV, Parquet and SQLite files loaded into one SQLite database.
 
-`load_tables` copies CSV/TSV, Parquet and SQLite files into a run's own SQLite database (rebuilt only when a
-source file changes); `load_documents` reads .txt/.md files and finds which documents mention which others.
-A malformed file is reported as `Skipped` and the rest still load.
+`load_tables` copies the files into a run's own SQLite database (rebuilt only when a source file changes). A
+malformed file is reported as `Skipped` and the rest still load. (Documents: `libs.source2synth.documents`.)
 """
 
 from __future__ import annotations
@@ -19,17 +18,14 @@ import re
 import sqlite3
 import tempfile
 import unicodedata
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 from libs.source2synth.sql import INTERNAL_TABLE_PREFIX, open_read_only
-from libs.train.errors import ConfigError, UserError
+from libs.train.errors import UserError
 
 TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".sqlite": "sqlite", ".db": "sqlite",
                  ".sqlite3": "sqlite"}
-DOCUMENT_EXTENSIONS = (".txt", ".md")
-MATCHERS = ("links", "names", "links+names")
 MANIFEST_TABLE = INTERNAL_TABLE_PREFIX + "manifest"
 _MANIFEST_VERSION = "1"
 # Names that SQLite or sqlglot cannot take unquoted (or that SQLite reads as values, like current_date);
@@ -63,15 +59,7 @@ class Table:
     source: str  # the file it came from ("x.sqlite:tablename" for SQLite sources)
 
 
-@dataclasses.dataclass(frozen=True)
-class Document:
-    title: str  # first "# " heading, else the file stem with _ and - as spaces
-    path: str
-    text: str  # the body (without the title heading and aliases lines)
-    links: tuple[str, ...]  # titles of other loaded documents this one links to, in order of first mention
-
-
-class _Skip(Exception):
+class SkipFile(Exception):
     """A source file (or one table of it) that cannot be loaded; the message is the one-line reason."""
 
 
@@ -93,7 +81,7 @@ def sanitize_name(raw: str, prefix: str, fallback: str) -> str:
     return name + "_" if name in SQL_KEYWORDS else name
 
 
-def _expand(paths: Sequence[str], extensions: Sequence[str]) -> list[str]:
+def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> list[str]:
     files, seen = [], set()
     for path in paths:
         if not os.path.exists(path):
@@ -133,7 +121,7 @@ def _read_csv(path: str) -> list[_RawTable]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise _Skip(f"not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        raise SkipFile(f"not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if path.lower().endswith(".tsv") else ",")
     header, rows = None, []
     try:
@@ -143,22 +131,22 @@ def _read_csv(path: str) -> list[_RawTable]:
             if header is None:
                 header = fields
             elif len(fields) != len(header):
-                raise _Skip(f"line {reader.line_num} has {len(fields)} fields, header has {len(header)}")
+                raise SkipFile(f"line {reader.line_num} has {len(fields)} fields, header has {len(header)}")
             else:
                 rows.append(fields)
     except csv.Error as e:
-        raise _Skip(f"line {reader.line_num}: {e}") from None
+        raise SkipFile(f"line {reader.line_num}: {e}") from None
     if header is None:
-        raise _Skip("empty file (no header)")
+        raise SkipFile("empty file (no header)")
     if all(_FLOAT_RE.fullmatch(h.strip()) or not h.strip() for h in header):
-        raise _Skip("no header (the first row has no column names)")
+        raise SkipFile("no header (the first row has no column names)")
     if not rows:
-        raise _Skip("no data rows (header only)")
+        raise SkipFile("no data rows (header only)")
     types = [_infer_type(column) for column in zip(*rows)]
     convert = {"INTEGER": int, "REAL": float, "TEXT": str}
     values = [tuple(convert[t](v.strip() if t != "TEXT" else v) if v.strip() else None for v, t in zip(row, types))
               for row in rows]
-    return [_RawTable(path, _stem(path), header, types, values)]
+    return [_RawTable(path, file_stem(path), header, types, values)]
 
 
 def _sql_value(value: Any) -> Any:
@@ -183,9 +171,9 @@ def _read_parquet(path: str) -> list[_RawTable]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise _Skip(f"unreadable Parquet: {_first_line(e)}") from None
+        raise SkipFile(f"unreadable Parquet: {_first_line(e)}") from None
     if table.num_columns == 0 or table.num_rows == 0:
-        raise _Skip("no rows" if table.num_columns else "no columns")
+        raise SkipFile("no rows" if table.num_columns else "no columns")
     types, columns = [], []
     for column in table.columns:
         arrow_type = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
@@ -196,7 +184,7 @@ def _read_parquet(path: str) -> list[_RawTable]:
         else:
             types.append("TEXT")  # strings, dates (ISO text), nested values (JSON text), ...
         columns.append([_sql_value(v) for v in column.to_pylist()])
-    return [_RawTable(path, _stem(path), list(table.column_names), types, list(zip(*columns)))]
+    return [_RawTable(path, file_stem(path), list(table.column_names), types, list(zip(*columns)))]
 
 
 def _affinity(declared: str, values: Sequence[Any]) -> str:
@@ -217,7 +205,7 @@ def _read_sqlite(path: str, skipped: list[Skipped]) -> list[_RawTable]:
     try:
         connection = open_read_only(path)
     except sqlite3.Error as e:
-        raise _Skip(f"unreadable SQLite: {_first_line(e)}") from None
+        raise SkipFile(f"unreadable SQLite: {_first_line(e)}") from None
     tables = []
     try:
         names = [row[0] for row in connection.execute(
@@ -234,15 +222,15 @@ def _read_sqlite(path: str, skipped: list[Skipped]) -> list[_RawTable]:
             types = [_affinity(col[2], column) for col, column in zip(info, zip(*rows))]
             tables.append(_RawTable(f"{path}:{name}", name, [col[1] for col in info], types, rows))
     except sqlite3.Error as e:
-        raise _Skip(f"unreadable SQLite: {_first_line(e)}") from None
+        raise SkipFile(f"unreadable SQLite: {_first_line(e)}") from None
     finally:
         connection.close()
     if not tables and not any(s.path.startswith(f"{path}:") for s in skipped):
-        raise _Skip("no tables")
+        raise SkipFile("no tables")
     return tables
 
 
-def _stem(path: str) -> str:
+def file_stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
@@ -256,7 +244,7 @@ def _store(connection: sqlite3.Connection, raw: _RawTable, used_names: set[str])
     first_of: dict[str, str] = {}
     for original, name in zip(raw.column_names, columns):
         if name in first_of:
-            raise _Skip(f"columns {first_of[name]!r} and {original!r} both become {name!r}")
+            raise SkipFile(f"columns {first_of[name]!r} and {original!r} both become {name!r}")
         first_of[name] = original
     base = sanitize_name(raw.stem, "t_", "table")
     name, n = base, 1
@@ -271,7 +259,7 @@ def _store(connection: sqlite3.Connection, raw: _RawTable, used_names: set[str])
     except (sqlite3.Error, OverflowError, ValueError) as e:
         connection.execute("ROLLBACK TO load_table")
         connection.execute("RELEASE load_table")
-        raise _Skip(f"cannot store: {_first_line(e)}") from None
+        raise SkipFile(f"cannot store: {_first_line(e)}") from None
     connection.execute("RELEASE load_table")
     used_names.add(name)
     return Table(name, tuple(zip(columns, raw.column_types)), len(raw.rows), raw.source)
@@ -308,7 +296,7 @@ def load_tables(paths: Sequence[str], db_path: str) -> tuple[list[Table], list[S
     """Loads CSV/TSV, Parquet and SQLite files (or directories of them, sorted, non-recursive) into ONE SQLite db
     at db_path; malformed files are Skipped. Reuses db_path as is when its manifest shows the same files
     (path, size, sha256); otherwise builds it in a temp file next to it and renames it into place."""
-    files = _expand(paths, tuple(TABLE_FORMATS))
+    files = expand_paths(paths, tuple(TABLE_FORMATS))
     fingerprints = [_fingerprint(file) for file in files]
     reused = _reuse(db_path, fingerprints)
     if reused is not None:
@@ -351,16 +339,16 @@ def _build(connection: sqlite3.Connection, files: list[str]) -> tuple[list[Table
         kind = TABLE_FORMATS.get(os.path.splitext(file)[1].lower())
         try:
             if kind is None:
-                raise _Skip(f"unsupported extension (expected one of {', '.join(TABLE_FORMATS)})")
+                raise SkipFile(f"unsupported extension (expected one of {', '.join(TABLE_FORMATS)})")
             raw_tables = (_read_csv(file) if kind == "csv" else _read_parquet(file) if kind == "parquet"
                           else _read_sqlite(file, skipped))
-        except _Skip as e:
+        except SkipFile as e:
             skipped.append(Skipped(file, str(e)))
             continue
         for raw in raw_tables:
             try:
                 tables.append(_store(connection, raw, used_names))
-            except _Skip as e:
+            except SkipFile as e:
                 skipped.append(Skipped(raw.source, str(e)))
     return tables, skipped
 
@@ -378,163 +366,3 @@ def table_rows(db_path: str, table: str, limit: int | None = None, offset: int =
         return [dict(zip(names, row)) for row in cursor]
     finally:
         connection.close()
-
-
-# ---------------------------------------------------------------------------------------------- documents
-
-_TITLE_RE = re.compile(r"#[ \t]+(.*?)[ \t#]*")
-_ALIASES_RE = re.compile(r"aliases:(.*)", re.IGNORECASE)
-_LINK_RE = re.compile(r"\[\[(?P<target>[^\[\]|\n]+)(?:\|(?P<shown>[^\[\]\n]*))?\]\]"
-                      r"|!?\[(?P<text>[^\[\]\n]*)\]\((?P<url><[^<>\n]*>|[^()\s]*)(?:\s+\"[^\"\n]*\")?\)")
-_HEADING_RE = re.compile(r"\s*#{1,6}(?:\s|$)")
-_SENTENCE_END_RE = re.compile(r"([.!?]+)[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-_ABBREVIATIONS = frozenset((
-    "Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Prof", "Gen", "Col", "Lt", "Sgt", "Capt", "Cpt", "Mt", "Ft", "No",
-    "Nos", "Inc", "Ltd", "Co", "Corp", "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept", "Oct", "Nov",
-    "Dec", "Fig", "Figs", "Vol", "Rev", "Hon", "Gov", "Sen", "Rep", "Ave", "Blvd", "vs", "cf", "al", "approx", "ca",
-))
-_DOTTED_RE = re.compile(r"(?:[A-Za-z]{1,2}\.)+[A-Za-z]{1,2}|[A-Z]")  # U.S, e.g, Ph.D, initials
-
-
-def _norm(name: str) -> str:
-    return " ".join(name.split()).casefold()
-
-
-def _links_and_plain(text: str) -> tuple[str, list[tuple[int, str, str]]]:
-    """The text without link markup, and each link's (position in that text, kind "wiki"|"file", target)."""
-    parts, refs, last, length = [], [], 0, 0
-    for match in _LINK_RE.finditer(text):
-        before = text[last:match.start()]
-        parts.append(before)
-        length += len(before)
-        if match.group("target") is not None:
-            target = match.group("target").strip()
-            shown = match.group("shown")
-            replacement, ref = (shown if shown and shown.strip() else target), ("wiki", target.split("#")[0])
-        else:
-            replacement, ref = match.group("text"), ("file", match.group("url").strip("<>"))
-        refs.append((length, *ref))
-        parts.append(replacement)
-        length += len(replacement)
-        last = match.end()
-    parts.append(text[last:])
-    return "".join(parts), refs
-
-
-def plain_text(text: str) -> str:
-    """The body with link markup removed: [[T|shown]] -> shown, [[T]] -> T, [text](x.md) -> text."""
-    return _links_and_plain(text)[0]
-
-
-def _parse_document(path: str) -> tuple[str, list[str], str]:
-    """(title, aliases, body) of one file."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        lines = raw.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        raise _Skip(f"not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    title, aliases = None, []
-    for i, line in enumerate(lines):
-        match = _TITLE_RE.fullmatch(line)
-        if match and match.group(1).strip():
-            title = match.group(1).strip()
-            del lines[i]
-            alias_match = _ALIASES_RE.fullmatch(lines[i].strip()) if i < len(lines) else None
-            if alias_match:
-                aliases = [a.strip() for a in alias_match.group(1).split(",") if a.strip()]
-                del lines[i]
-            break
-    title = title or " ".join(re.sub(r"[_-]+", " ", _stem(path)).split())
-    body = "\n".join(lines).strip()
-    if not body:
-        raise _Skip("empty body")
-    return title, aliases, body
-
-
-def load_documents(paths: Sequence[str], matcher: str = "links") -> tuple[dict[str, Document], list[Skipped]]:
-    """Loads .txt and .md files (or directories of them, sorted, non-recursive) and their links to each other:
-    "links" (wiki links [[Title]] / [[Title|shown]] and markdown links [text](other.md)), "names" (another
-    document's title or alias as whole words, case-insensitive) or "links+names". Returns ({title: Document},
-    skipped); an empty dict when nothing could be loaded."""
-    if matcher not in MATCHERS:
-        raise ConfigError(f"unknown document link matcher {matcher!r}; expected one of {', '.join(MATCHERS)}")
-    skipped: list[Skipped] = []
-    parsed: dict[str, tuple[str, list[str], str]] = {}  # normalised title -> (path, aliases, body)
-    titles: dict[str, str] = {}  # normalised title -> title
-    for path in _expand(paths, DOCUMENT_EXTENSIONS):
-        try:
-            if os.path.splitext(path)[1].lower() not in DOCUMENT_EXTENSIONS:
-                raise _Skip(f"unsupported extension (expected one of {', '.join(DOCUMENT_EXTENSIONS)})")
-            title, aliases, body = _parse_document(path)
-            if _norm(title) in parsed:
-                raise _Skip(f"title {title!r} is already used by {parsed[_norm(title)][0]}")
-        except _Skip as e:
-            skipped.append(Skipped(path, str(e)))
-            continue
-        parsed[_norm(title)] = (path, aliases, body)
-        titles[_norm(title)] = title
-
-    by_name = dict(titles)  # normalised title or alias -> title (titles win over aliases)
-    for key, (_, aliases, _) in parsed.items():
-        for alias in aliases:
-            by_name.setdefault(_norm(alias), titles[key])
-    by_path = {os.path.abspath(path): titles[key] for key, (path, _, _) in parsed.items()}
-    names_re = None
-    if "names" in matcher and by_name:
-        alternatives = sorted(by_name, key=len, reverse=True)
-        names_re = re.compile(r"(?<!\w)(?:" + "|".join(r"\s+".join(map(re.escape, n.split())) for n in alternatives)
-                              + r")(?!\w)", re.IGNORECASE)
-
-    documents = {}
-    for key, (path, _, body) in parsed.items():
-        plain, refs = _links_and_plain(body)
-        mentions: list[tuple[int, str | None]] = []
-        if "links" in matcher.split("+"):
-            for position, kind, target in refs:
-                resolved = by_name.get(_norm(target)) if kind == "wiki" else _resolve_file(path, target, by_path)
-                mentions.append((position, resolved))
-        if names_re is not None:
-            mentions += [(m.start(), by_name.get(_norm(m.group(0)))) for m in names_re.finditer(plain)]
-        links = []
-        for _, title in sorted(mentions, key=lambda mention: mention[0]):
-            if title is not None and title != titles[key] and title not in links:
-                links.append(title)
-        documents[titles[key]] = Document(titles[key], path, body, tuple(links))
-    return documents, skipped
-
-
-def _resolve_file(path: str, url: str, by_path: dict[str, str]) -> str | None:
-    """The title of the loaded document a markdown link points to (relative to the linking file), else None."""
-    if not url or url.startswith("#") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url):
-        return None
-    target = urllib.parse.unquote(re.split(r"[#?]", url)[0])
-    return by_path.get(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), target)))
-
-
-def passages(doc: Document) -> list[str]:
-    """Paragraphs of the plain text (blank-line separated, headings dropped, whitespace collapsed)."""
-    paragraphs = []
-    for block in re.split(r"\n[ \t]*\n", plain_text(doc.text)):
-        kept = [line for line in block.splitlines() if not _HEADING_RE.match(line)]
-        paragraph = " ".join(" ".join(kept).split())
-        if paragraph:
-            paragraphs.append(paragraph)
-    return paragraphs
-
-
-def sentences(text: str) -> list[str]:
-    """Sentences of `text` (whitespace collapsed): split after . ! ? followed by a space and a capital or digit,
-    except after common abbreviations (Dr., St., No.), dotted acronyms (U.S., e.g.) and initials (J. R.)."""
-    text = " ".join(text.split())
-    result, start = [], 0
-    for match in _SENTENCE_END_RE.finditer(text):
-        if match.group(1) == ".":
-            word = text[start:match.start()].rsplit(" ", 1)[-1].lstrip("\"'([")
-            if word in _ABBREVIATIONS or _DOTTED_RE.fullmatch(word):
-                continue
-        result.append(text[start:match.end()].strip())
-        start = match.end()
-    if text[start:].strip():
-        result.append(text[start:].strip())
-    return result

@@ -232,3 +232,44 @@ def test_bad_inputs_end_in_one_line(tmp_path):
     proc = run_binary("experiments.source2synth", "--gin_file=configs/source2synth/multihop.gin",
                       f"--gin_bindings=source2synth.documents = ['{empty}']", f"--workdir={tmp_path / 'run2'}")
     assert proc.returncode == 2 and "no links between the 1 documents" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_regenerates_nothing(corpus, tmp_path, monkeypatch):
+    import signal  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+
+    from libs.llm.testing import LocalOpenAIServer  # pylint: disable=import-outside-toplevel
+    from tests.conftest import REPO_ROOT  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test-SECRET-789")
+    with LocalOpenAIServer(responder=scripted_responder(), delay_s=0.1) as server:
+        workdir = tmp_path / "run"
+        args = ["--gin_file=configs/source2synth/llm.gin", f"--workdir={workdir}",
+                f"--gin_bindings=source2synth.tables = ['{corpus / 'tables'}']",
+                f"--gin_bindings=source2synth.documents = ['{corpus / 'docs'}']",
+                "--gin_bindings=source2synth.num_examples = 12", "--gin_bindings=source2synth.examples_in_parallel = 2",
+                "--gin_bindings=LLMConfig.model = 'openai/scripted'",
+                f"--gin_bindings=LLMConfig.api_base = '{server.base_url}'",
+                "--gin_bindings=LLMConfig.api_key_env = 'TEST_LLM_KEY'"]
+        proc = subprocess.Popen([sys.executable, "-m", "experiments.source2synth", *args], cwd=REPO_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        generated = workdir / "generated.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and (not generated.exists() or len(generated.read_text().splitlines()) < 4):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+        assert json.loads((workdir / "status.json").read_text())["status"] == "interrupted"
+        first = generated.read_text()
+        assert 4 <= len(first.splitlines()) < 24
+        again = run_binary("experiments.source2synth", *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        records = rundir.read_jsonl(str(generated))
+        assert generated.read_text().startswith(first)  # nothing done before was redone
+        assert len(records) == len({r["id"] for r in records}) == 24
+        assert json.loads((workdir / "status.json").read_text())["status"] == "finished"
+        stopped = run_binary("experiments.source2synth", *args)  # finished: reported, nothing changes
+        assert stopped.returncode == 0 and "already finished" in stopped.stdout

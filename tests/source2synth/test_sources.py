@@ -1,4 +1,4 @@
-"""Tests for libs/source2synth/sources.py: tables into one SQLite db, documents and their links, text splitting."""
+"""Tests for libs/source2synth/{sources,documents}.py: tables into one SQLite db, documents and their links, text splitting."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from libs.source2synth import sources
-from libs.source2synth.sources import Document, Skipped
+from libs.source2synth import documents, sources
+from libs.source2synth.documents import Document
+from libs.source2synth.sources import Skipped
 from libs.train.errors import ConfigError, UserError
 
 
@@ -164,7 +165,7 @@ def doc_dir(tmp_path):
 
 
 def test_load_documents_links(doc_dir):
-    docs, skipped = sources.load_documents([str(doc_dir)], matcher="links")
+    docs, skipped = documents.load_documents([str(doc_dir)], matcher="links")
     assert set(docs) == {"Paris", "France", "Seine", "louvre museum"}
     paris = docs["Paris"]
     assert paris.links == ("France", "Seine")  # [[Louvre|...]] and [[Nowhere]] are not loaded titles
@@ -178,12 +179,12 @@ def test_load_documents_links(doc_dir):
 
 
 def test_load_documents_names_and_both(doc_dir):
-    names, _ = sources.load_documents([str(doc_dir)], matcher="names")
+    names, _ = documents.load_documents([str(doc_dir)], matcher="names")
     assert names["Seine"].links == ("Paris", "France")
     assert names["France"].links == ("Paris",)  # the alias "city of light", case-insensitive
     assert names["louvre museum"].links == ("Paris",)
     assert names["Paris"].links == ("France", "Seine", "louvre museum")  # names in the plain text
-    both, _ = sources.load_documents([str(doc_dir)], matcher="links+names")
+    both, _ = documents.load_documents([str(doc_dir)], matcher="links+names")
     assert both["Seine"].links == ("Paris", "France")
     assert both["Paris"].links == ("France", "Seine", "louvre museum")
 
@@ -191,23 +192,23 @@ def test_load_documents_names_and_both(doc_dir):
 def test_wiki_link_to_alias_and_whole_words(tmp_path):
     _write(tmp_path / "a.md", "# Art\n\nSee [[city of light]]. Also Artemis and art.\n")
     _write(tmp_path / "b.md", "# Paris\naliases: City of Light, Lutetia\n\nLutetia was its name. Parisian food.\n")
-    docs, _ = sources.load_documents([str(tmp_path)], matcher="links+names")
+    docs, _ = documents.load_documents([str(tmp_path)], matcher="links+names")
     assert docs["Art"].links == ("Paris",)
     assert docs["Paris"].links == ()  # "Parisian" is not the whole word, own names never count
 
 
 def test_unknown_matcher_and_missing_path(doc_dir):
     with pytest.raises(ConfigError, match="fuzzy"):
-        sources.load_documents([str(doc_dir)], matcher="fuzzy")
+        documents.load_documents([str(doc_dir)], matcher="fuzzy")
     with pytest.raises(UserError, match="nope.md"):
-        sources.load_documents([str(doc_dir / "nope.md")])
+        documents.load_documents([str(doc_dir / "nope.md")])
 
 
 def test_plain_text_and_passages():
     text = "Intro [[France|the country]] and [[Seine]].\n\n## Section\nSee [the river](seine.md)\n  here.\n\n\n"
-    assert sources.plain_text(text) == "Intro the country and Seine.\n\n## Section\nSee the river\n  here.\n\n\n"
+    assert documents.plain_text(text) == "Intro the country and Seine.\n\n## Section\nSee the river\n  here.\n\n\n"
     doc = Document("T", "t.md", text, ())
-    assert sources.passages(doc) == ["Intro the country and Seine.", "See the river here."]
+    assert documents.passages(doc) == ["Intro the country and Seine.", "See the river here."]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -220,4 +221,4 @@ def test_plain_text_and_passages():
     ("  no capital after. here  ", ["no capital after. here"]),
 ])
 def test_sentences(text, expected):
-    assert sources.sentences(text) == expected
+    assert documents.sentences(text) == expected
