@@ -32,6 +32,8 @@ _JSON_ONLY = "Reply with one JSON object and nothing else."
 # Longest value of each field under a JSON schema: a small model's constrained reply must close its strings
 # before max_tokens cuts it off (an unclosed string is a malformed reply).
 MAX_CHARS = {"statement": 200, "sql": 300, "question": 240, "answer": 80, "reasoning": 400}
+# Shapes the schema enforces: a query starts with SELECT (or WITH), a question ends with its only question mark.
+PATTERNS = {"sql": r"^\s*([Ss][Ee][Ll][Ee][Cc][Tt]|[Ww][Ii][Tt][Hh])\s[^;]*$", "question": r"^[^?]+\?$"}
 STEPS = {s.name: s for s in (
     Step("statement", "You write one factual statement about a database table, grounded in the seed: the given "
                       "column and value of one row. The statement should be answerable by an SQL query over the "
@@ -91,7 +93,8 @@ def read_prompt(message_list: list[dict]) -> tuple[str, dict[str, Any]] | None:
 def reply_format(step: str) -> dict[str, Any]:
     """OpenAI's `response_format` with the step's JSON schema (every field a non-empty string)."""
     fields = STEPS[step].fields
-    properties = {f: {"type": "string", "minLength": 1, "maxLength": MAX_CHARS[f]} for f in fields}
+    properties = {f: {"type": "string", "minLength": 1, "maxLength": MAX_CHARS[f],
+                      **({"pattern": PATTERNS[f]} if f in PATTERNS else {})} for f in fields}
     schema = {"type": "object", "properties": properties,
               "required": list(fields), "additionalProperties": False}
     return {"type": "json_schema", "json_schema": {"name": f"source2synth_{step}", "schema": schema, "strict": True}}

@@ -130,3 +130,37 @@ def test_with_the_answer_schema_every_value_and_explore_reply_parses(jax_model):
             answers.parse_answer(kind, game, request.text, [], boxed=False)  # raises if unusable
     finally:
         engine.stop()
+
+
+def test_source2synth_step_schemas_constrain_the_embedded_model(jax_model):
+    """Every Source2Synth step's JSON schema (length limits, the SELECT and question-mark patterns) compiles, and
+    the constrained replies parse, with a SELECT query and questions ending in "?"."""
+    from libs.inference import grammar  # pylint: disable=import-outside-toplevel
+    from libs.inference.engine import Engine  # pylint: disable=import-outside-toplevel
+    from libs.source2synth import prompts  # pylint: disable=import-outside-toplevel
+
+    decoder, tokenizer = jax_model
+    columns = [["name", "TEXT"], ["moons", "INTEGER"]]
+    inputs = {"sql": {"table": "planets", "columns": columns, "statement": "Mars has 2 moons."},
+              "table_question": {"statement": "Mars has 2 moons.", "sql": "SELECT moons FROM planets WHERE name = "
+                                 "'Mars'", "result": "2"},
+              "hop1": {"entity": "Apollo 11", "passage": "Apollo 11 was commanded by Neil Armstrong.",
+                       "bridge": "Neil Armstrong"},
+              "text_answer": {"question": "Who commanded Apollo 11?", "passages": [
+                  {"title": "Apollo 11", "text": "Apollo 11 was commanded by Neil Armstrong."}]}}
+    compiler = grammar.GrammarCompiler.from_tokenizer(tokenizer)
+    engine = Engine(decoder, tokenizer).start()
+    try:
+        requests = {step: engine.submit(tokenizer.encode_chat(prompts.messages(step, given)),
+                                        decode.SamplingParams(max_tokens=400),
+                                        compiler.matcher(grammar.constraint_from_request(prompts.reply_format(step))))
+                    for step, given in inputs.items()}
+        for step, request in requests.items():
+            assert request.wait(600)
+            fields = prompts.parse_reply(step, request.text)  # raises if unusable
+            if step == "sql":
+                assert fields["sql"].strip().upper().startswith("SELECT")
+            if "question" in fields:
+                assert fields["question"].endswith("?")
+    finally:
+        engine.stop()
