@@ -19,6 +19,7 @@ SPEEDRUN_BENCH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "speedrun_bench" + 
 MAESTROMOTIF_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "maestromotif" + os.sep in p]
 DREAMCRAFT_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "dreamcraft" + os.sep in p]
 SOURCE2SYNTH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "source2synth" + os.sep in p]
+STRATEGIC_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "strategic_games" + os.sep in p]
 MAESTROMOTIF_OVERLAYS = {"local_annotator.gin"}  # composed after another maestromotif file
 RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
@@ -28,7 +29,8 @@ LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 def test_every_config_is_covered():
     covered = (set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS) | set(SPEEDRUN_BENCH_CONFIGS)
-               | set(MAESTROMOTIF_CONFIGS) | set(DREAMCRAFT_CONFIGS) | set(SOURCE2SYNTH_CONFIGS))
+               | set(MAESTROMOTIF_CONFIGS) | set(DREAMCRAFT_CONFIGS) | set(SOURCE2SYNTH_CONFIGS)
+               | set(STRATEGIC_CONFIGS))
     assert set(ALL_CONFIGS) == covered, \
         "a new configs/ folder needs a test here"
 
@@ -178,3 +180,17 @@ def test_source2synth_configs_name_real_sources(path, clean_gin):
     assert gin.query_parameter("source2synth.generator") in experiment.MODELS
     for folder in (*gin.query_parameter("source2synth.tables"), *gin.query_parameter("source2synth.documents")):
         assert os.listdir(os.path.join(REPO_ROOT, folder))
+
+
+@pytest.mark.parametrize("path", STRATEGIC_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_strategic_games_configs_build_their_grid(path, clean_gin):
+    from libs.agents.strategic import prompts  # noqa: F401  (the binary's imports)
+    from libs.envs import matrix_games
+
+    launch.parse_config([path], [])
+    games = matrix_games.all_games(gin.query_parameter("strategic_games.games"))
+    for labels in gin.query_parameter("strategic_games.labels"):
+        for fmt in gin.query_parameter("strategic_games.answer_formats"):
+            prompts.Condition(labels, answer_format=fmt)
+    assert len(prompts.configurations(games)) == 16 * len(gin.query_parameter("strategic_games.games"))
+    assert gin.query_parameter("strategic_games.llm") or gin.query_parameter("strategic_games.standins")
