@@ -164,3 +164,29 @@ def test_source2synth_step_schemas_constrain_the_embedded_model(jax_model):
                 assert fields["question"].endswith("?")
     finally:
         engine.stop()
+
+
+def test_game_answers_constrained_to_the_labels_always_parse(jax_model):
+    """The strategic-games study's constrained condition: the embedded model's reply names one action label."""
+    from libs.agents.strategic import prompts  # pylint: disable=import-outside-toplevel
+    from libs.envs import matrix_games  # pylint: disable=import-outside-toplevel
+    from libs.inference import grammar  # pylint: disable=import-outside-toplevel
+    from libs.inference.engine import Engine  # pylint: disable=import-outside-toplevel
+
+    decoder, tokenizer = jax_model
+    configs = prompts.configurations(matrix_games.all_games(["prisoners_dilemma", "stag_hunt"]))[::8]
+    condition = prompts.Condition("letters", answer_format="constrained")
+    compiler = grammar.GrammarCompiler.from_tokenizer(tokenizer)
+    engine = Engine(decoder, tokenizer).start()
+    try:
+        requests = []
+        for config in configs:
+            names = prompts.labels_for(config, condition)
+            spec = grammar.constraint_from_request(prompts.response_format(names, cot=False))
+            requests.append((engine.submit(tokenizer.encode_chat(prompts.messages(config, condition)),
+                                           decode.SamplingParams(max_tokens=24), compiler.matcher(spec)), names))
+        for request, names in requests:
+            assert request.wait(600)
+            assert prompts.parse_choice(request.text, names) in (0, 1), request.text
+    finally:
+        engine.stop()

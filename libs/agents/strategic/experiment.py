@@ -101,7 +101,7 @@ def _gateway(workdir: str):
 
 async def _answer_all(jobs, path: str, gateway, players: dict[str, SyntheticPlayer], in_flight: int) -> str:
     semaphore = asyncio.Semaphore(in_flight)
-    start, count, failed = time.perf_counter(), [0], [0]
+    start, count, failed, last = time.perf_counter(), [0], [0], [time.perf_counter()]
     call_errors: tuple = ()
     if gateway:
         from libs.llm import gateway as llm  # pylint: disable=import-outside-toplevel
@@ -139,8 +139,9 @@ async def _answer_all(jobs, path: str, gateway, players: dict[str, SyntheticPlay
                                        **config.facts(), "sample": sample, "action_labels": list(names),
                                        "choice": choice, "valid": choice is not None, "reply": reply[-600:]})
             count[0] += 1
-            if count[0] % 200 == 0 or count[0] == len(jobs):
-                elapsed = time.perf_counter() - start
+            if count[0] % 500 == 0 or count[0] == len(jobs) or time.perf_counter() - last[0] > 15:
+                last[0] = time.perf_counter()
+                elapsed = last[0] - start
                 logging.info("answers %d/%d | %.1f per second | %s elapsed | ETA %s", count[0], len(jobs),
                              count[0] / elapsed, format_duration(elapsed),
                              format_duration(elapsed / count[0] * (len(jobs) - count[0])))
@@ -168,6 +169,7 @@ def write_results(workdir: str, records: list[dict], respondents: Sequence[str],
               "rule-based synthetic players, not models.")
     lines = ["# LLM decision biases in 2x2 games", "", legend, ""]
     out: dict[str, Any] = {"conditions": {}, "headline": {}}
+    short = {p.label: p.short_label for p in standins}
     for condition in conditions:
         groups = {}
         for who in respondents:
@@ -178,11 +180,11 @@ def write_results(workdir: str, records: list[dict], respondents: Sequence[str],
                     continue
                 groups[f"{who} / {game}"] = rows
                 measures = game_biases.measure_all(rows, confidence=confidence, n_boot=n_boot)
-                stem = os.path.join(plots, f"{_slug(who)}__{game}__{_slug(condition.name)}")
-                game_biases.plot_accuracy_by_config(rows, stem + "__by_config.png", title=f"{who}\n{game}, "
-                                                    f"{condition.name}")
-                game_biases.plot_aligned_vs_misaligned(measures, stem + "__biases.png", title=f"{who}\n{game}, "
-                                                       f"{condition.name}")
+                name = short.get(who, who)
+                stem = os.path.join(plots, f"{_slug(name)}__{game}__{_slug(condition.name)}")
+                title = f"{name}: {game}, {condition.name}"
+                game_biases.plot_accuracy_by_config(rows, stem + "__by_config.png", title=title)
+                game_biases.plot_aligned_vs_misaligned(measures, stem + "__biases.png", title=title)
                 out["conditions"].setdefault(condition.name, {})[f"{who} / {game}"] = {
                     b: _measure_json(m) for b, m in measures.items()}
         lines += [f"## Condition: {condition.name}", "",

@@ -80,6 +80,13 @@ class SyntheticPlayer:
         return (f"stand-in: synthetic player, {self.bias} bias {self.direction} strength {self.strength} "
                 f"(accuracy {self.accuracy}), not a model")
 
+    @property
+    def short_label(self) -> str:
+        """For plot titles and file names."""
+        if self.bias == "none":
+            return "stand-in unbiased"
+        return f"stand-in {self.bias} {self.direction} {self.strength:g}"
+
     def pull(self, game: MatrixGame) -> int:
         """The action the bias pulls to (game action 0 is the first listed)."""
         if self.bias == "positional":
