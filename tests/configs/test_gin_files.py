@@ -20,6 +20,7 @@ MAESTROMOTIF_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "maestromotif" + os.s
 DREAMCRAFT_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "dreamcraft" + os.sep in p]
 SOURCE2SYNTH_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "source2synth" + os.sep in p]
 STRATEGIC_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "strategic_games" + os.sep in p]
+IMF_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "imf" + os.sep in p]
 MAESTROMOTIF_OVERLAYS = {"local_annotator.gin"}  # composed after another maestromotif file
 RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
 OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
@@ -30,7 +31,7 @@ LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 def test_every_config_is_covered():
     covered = (set(CONFIGS) | set(LFS_CONFIGS) | set(LLAMA_CONFIGS) | set(RESEARCH_CONFIGS) | set(SPEEDRUN_BENCH_CONFIGS)
                | set(MAESTROMOTIF_CONFIGS) | set(DREAMCRAFT_CONFIGS) | set(SOURCE2SYNTH_CONFIGS)
-               | set(STRATEGIC_CONFIGS))
+               | set(STRATEGIC_CONFIGS) | set(IMF_CONFIGS))
     assert set(ALL_CONFIGS) == covered, \
         "a new configs/ folder needs a test here"
 
@@ -194,3 +195,16 @@ def test_strategic_games_configs_build_their_grid(path, clean_gin):
             prompts.Condition(labels, answer_format=fmt)
     assert len(prompts.configurations(games)) == 16 * len(gin.query_parameter("strategic_games.games"))
     assert gin.query_parameter("strategic_games.llm") or gin.query_parameter("strategic_games.standins")
+
+
+@pytest.mark.parametrize("path", IMF_CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_imf_configs_name_known_models_and_a_valid_truth(path, clean_gin):
+    from libs.astro import experiment, imf
+
+    launch.parse_config([path], [])
+    models = imf.make_models(gin.query_parameter("imf.m_min"), gin.query_parameter("imf.m_max"))
+    assert set(gin.query_parameter("imf.models")) <= set(models)
+    truth_model = models[gin.query_parameter("imf.truth_model")]
+    truth = gin.query_parameter("imf.truth")
+    assert len(truth) == truth_model.dim and all(lo <= t <= hi for t, (lo, hi) in zip(truth, truth_model.bounds))
+    experiment.make_completeness()
