@@ -46,6 +46,7 @@ def run(
     in_flight: Annotated[int, POSITIVE] = 16,
     confidence: float = 0.95,
     n_boot: Annotated[int, POSITIVE] = 2000,
+    prompts_dir: str = prompts.PROMPTS_DIR,
 ) -> dict[str, Any]:
     """Asks every respondent every configuration under every condition `samples` times, then measures the biases.
 
@@ -58,11 +59,14 @@ def run(
       samples: answers per configuration and condition (the model samples at LLMConfig.temperature).
       llm: ask the gin-configured LLMConfig model; standins: synthetic players (`@scope/SyntheticPlayer()`).
       in_flight: model calls at once.
+      prompts_dir: a folder with game.j2 and system.txt (default: configs/strategic_games/prompts); the prompts
+        must keep the lines the synthetic players read (see `players.read_prompt`).
     """
     conditions = [prompts.Condition(lab, c, fmt) for lab, c, fmt in itertools.product(labels, cot, answer_formats)]
     if not llm and not standins:
         raise ConfigError("strategic_games: no respondent; set llm = True and / or standins = [...]")
     configs = prompts.configurations(matrix_games.all_games(list(games), list(game_files)))
+    prompts.check_templates(configs, conditions, prompts_dir)
     gateway = _gateway(workdir) if llm else None
     if gateway and any(c.answer_format == "constrained" for c in conditions) and not gateway.structured_outputs:
         raise ConfigError("answer_formats 'constrained' needs LLMConfig.structured_outputs = True (a provider that "
@@ -80,7 +84,7 @@ def run(
                  len(done))
     players = {p.label: p for p in standins}
     try:
-        status = asyncio.run(_answer_all(jobs, path, gateway, players, in_flight))
+        status = asyncio.run(_answer_all(jobs, path, gateway, players, in_flight, prompts_dir))
     finally:
         if gateway:
             gateway.write_usage(os.path.join(workdir, "llm_usage.jsonl"))
@@ -99,7 +103,8 @@ def _gateway(workdir: str):
     return llm.Gateway.for_run(workdir)
 
 
-async def _answer_all(jobs, path: str, gateway, players: dict[str, SyntheticPlayer], in_flight: int) -> str:
+async def _answer_all(jobs, path: str, gateway, players: dict[str, SyntheticPlayer], in_flight: int,
+                      prompts_dir: str) -> str:
     semaphore = asyncio.Semaphore(in_flight)
     start, count, failed, last = time.perf_counter(), [0], [0], [time.perf_counter()]
     call_errors: tuple = ()
@@ -115,7 +120,7 @@ async def _answer_all(jobs, path: str, gateway, players: dict[str, SyntheticPlay
         async with semaphore:
             if stop.is_set() or rundir.stop_requested():
                 return
-            messages = prompts.messages(config, condition)
+            messages = prompts.messages(config, condition, prompts_dir)
             names = prompts.labels_for(config, condition)
             constrained = condition.answer_format == "constrained"
             try:

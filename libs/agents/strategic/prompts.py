@@ -103,6 +103,15 @@ def _template(prompts_dir: str) -> tuple[jinja2.Template, str]:
         return env.get_template("game.j2"), f.read().strip()
 
 
+def check_templates(configs: Sequence[Configuration], conditions: Sequence[Condition], prompts_dir: str) -> None:
+    """Renders every condition once: a missing or broken template is one ConfigError naming it."""
+    try:
+        for condition in conditions:
+            messages(configs[0], condition, prompts_dir)
+    except (OSError, jinja2.TemplateError) as e:
+        raise ConfigError(f"prompt templates in {prompts_dir}: {type(e).__name__}: {e}") from e
+
+
 def _points(x: float) -> str:
     return f"{x:g}"
 

@@ -136,3 +136,6 @@ def test_offline_binary_resumes_and_bad_configs_end_in_one_line(tmp_path):
     bad = run_binary("experiments.strategic_games", "--gin_file=configs/strategic_games/offline.gin",
                      f"--workdir={tmp_path / 'bad2'}", f"--gin_bindings=strategic_games.game_files = ['{game}']")
     assert bad.returncode == 2 and "game.json" in bad.stderr.strip().splitlines()[-1]
+    bad = run_binary("experiments.strategic_games", "--gin_file=configs/strategic_games/offline.gin",
+                     f"--workdir={tmp_path / 'bad3'}", f"--gin_bindings=strategic_games.prompts_dir = '{tmp_path}'")
+    assert bad.returncode == 2 and "prompt templates" in bad.stderr.strip().splitlines()[-1]
