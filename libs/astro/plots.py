@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from libs.astro import imf
 
@@ -94,8 +95,11 @@ def plot_calibration(path: str, rows: Sequence[dict], nominal: float = 0.68, ban
         err = np.array([[r["coverage"][name][0] - r["coverage"][name][1], r["coverage"][name][2] -
                          r["coverage"][name][0]] for r in rows]).T
         ax.errorbar(np.array(sizes) * (1 + 0.04 * (k - 1)), rate, yerr=err, fmt="o-", label=name, capsize=3)
-    ax.set_xscale("log")
-    ax.set_xticks(sizes, [str(s) for s in sizes])
+    for axis in (ax, bx):
+        axis.set_xscale("log")
+        axis.set_xticks(sizes, [str(s) for s in sizes])
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
     ax.set_ylim(0, 1)
     ax.set_xlabel("objects per catalog")
     ax.set_ylabel("coverage of the 68% interval")
@@ -104,8 +108,6 @@ def plot_calibration(path: str, rows: Sequence[dict], nominal: float = 0.68, ban
     err = np.array([[r["prefer_broken"][0] - r["prefer_broken"][1], r["prefer_broken"][2] - r["prefer_broken"][0]]
                     for r in rows]).T
     bx.errorbar(sizes, rate, yerr=err, fmt="o-", color="tab:red", capsize=3)
-    bx.set_xscale("log")
-    bx.set_xticks(sizes, [str(s) for s in sizes])
     bx.set_ylim(0, 1.05)
     bx.set_xlabel("objects per catalog")
     bx.set_ylabel("share preferring the broken law")
