@@ -83,8 +83,8 @@ def plot_corner(path: str, samples: np.ndarray, params: Sequence[str], truths: S
 def plot_calibration(path: str, rows: Sequence[dict], nominal: float = 0.68, band: tuple[float, float] = (0.60, 0.76)
                      ) -> None:
     """Coverage of the 68% intervals per parameter, and the share of catalogs whose evidence prefers the broken
-    law, against the catalog size. `rows`: {n_objects, coverage: {param: (rate, low, high)}, prefer_broken: (rate,
-    low, high)}."""
+    law (over every other model, and over each one), against the catalog size. `rows`: {n_objects, coverage:
+    {param: (rate, low, high)}, prefer_broken: (rate, low, high), prefer_over: {model: {rate: (rate, low, high)}}}."""
     fig = Figure(figsize=(10, 4))
     ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     sizes = [r["n_objects"] for r in rows]
@@ -104,10 +104,15 @@ def plot_calibration(path: str, rows: Sequence[dict], nominal: float = 0.68, ban
     ax.set_xlabel("objects per catalog")
     ax.set_ylabel("coverage of the 68% interval")
     ax.legend(fontsize=8)
-    rate = np.array([r["prefer_broken"][0] for r in rows])
-    err = np.array([[r["prefer_broken"][0] - r["prefer_broken"][1], r["prefer_broken"][2] - r["prefer_broken"][0]]
-                    for r in rows]).T
-    bx.errorbar(sizes, rate, yerr=err, fmt="o-", color="tab:red", capsize=3)
+    lines = [("over every other model", "prefer_broken", "tab:red")]
+    lines += [(f"over {other}", other, color) for other, color in
+              zip(rows[0].get("prefer_over", {}), ("tab:purple", "tab:green", "tab:brown"))]
+    for k, (label, name, color) in enumerate(lines):
+        rates = [r["prefer_broken"] if name == "prefer_broken" else r["prefer_over"][name]["rate"] for r in rows]
+        err = np.array([[rate[0] - rate[1], rate[2] - rate[0]] for rate in rates]).T
+        bx.errorbar(np.array(sizes) * (1 + 0.04 * (k - 1)), [rate[0] for rate in rates], yerr=err, fmt="o-",
+                    color=color, capsize=3, label=label)
+    bx.legend(fontsize=8, loc="lower right")
     bx.set_ylim(0, 1.05)
     bx.set_xlabel("objects per catalog")
     bx.set_ylabel("share preferring the broken law")

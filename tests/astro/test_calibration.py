@@ -33,6 +33,7 @@ def test_short_calibration_reports_coverage_and_preference(short_run):
         assert 0 <= low <= rate <= high <= 1
     assert result["prefer_broken"][0] >= 0.75  # 4 catalogs of a strong turnover
     assert result["median_ln_bayes_factor"] > 2
+    assert result["prefer_over"]["power_law"]["rate"] == result["prefer_broken"]  # the only other model here
     assert all(e > 50 for e in result["importance_ess_median"].values())
 
 
