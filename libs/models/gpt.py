@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from libs.models import layers, losses
+from libs.models import layers, losses, packed_attention
 from libs.train.launch import ConfigError
 
 Array = jax.Array
@@ -76,6 +76,14 @@ class GPTConfig:
     # model.bfloat16() with the linear layers (kernels, biases, untied head) kept float32.
     embed_scalar_param_dtype: str = "float32"
     attention_impl: str = "auto"  # "auto" (cuDNN on GPU) | "xla" | "cudnn"
+    # Packed documents and sliding windows (records 12+; libs/models/packed_attention.py). Either switch
+    # replaces the plain causal attention above with the packed one:
+    doc_eot_id: int = -1  # >= 0: attention stays inside documents, each opened by this token (50256)
+    max_window_blocks: int = 0  # > 0: a sliding window of at most this many blocks (the schedule's value is
+    # clipped to it; see window_schedule in libs/train/trainer.py)
+    window_block_size: int = 1  # tokens per window block: 1 (token windows, records 12-15) or 128 (16+)
+    packed_attention_impl: str = "auto"  # "auto" | "reference" | "banded" | "banded_cudnn"
+    attention_chunk: int = 0  # queries per band of the banded kernels (0: chosen from the window)
     remat: bool = False  # rematerialise each block in the backward pass
     loss_chunk_tokens: int = 8192  # the head's logits are formed about this many tokens at a time (0: all)
 
@@ -87,6 +95,7 @@ class GPTConfig:
             "activation": ("gelu", "gelu_exact", "relu2"),
             "init_scheme": ("gpt2", "torch"),
             "attention_impl": ("auto", "xla", "cudnn"),
+            "packed_attention_impl": packed_attention.IMPLS,
             "dtype": ("bfloat16", "float32", "float16"),
             "residual_dtype": ("float32", "bfloat16"),
             "embed_scalar_param_dtype": ("float32", "bfloat16"),
@@ -98,7 +107,7 @@ class GPTConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"GPTConfig.{name}={getattr(self, name)!r}: expected a positive integer")
         for name in ("logit_vocab_size", "head_dim", "mlp_dim", "value_embeddings", "loss_chunk_tokens",
-                     "logit_softcap", "init_std"):
+                     "logit_softcap", "init_std", "max_window_blocks", "attention_chunk"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"GPTConfig.{name}={getattr(self, name)!r}: expected 0 or more")
         if not self.rotary_base > 0:
@@ -121,8 +130,18 @@ class GPTConfig:
                 f"GPTConfig.value_embeddings={self.value_embeddings}: at most num_layers / 2 = "
                 f"{self.num_layers // 2} tables"
             )
+        if self.window_block_size < 1:
+            raise ConfigError(f"GPTConfig.window_block_size={self.window_block_size}: expected a positive integer")
         if self.unet_skips and self.num_layers < 2:
             raise ConfigError(f"GPTConfig.unet_skips=True: needs num_layers >= 2, got {self.num_layers}")
+
+    @property
+    def packed(self) -> packed_attention.PackedAttention | None:
+        """The packed-document attention when a document mask or a window is on, else None."""
+        if self.doc_eot_id < 0 and self.max_window_blocks == 0:
+            return None
+        return packed_attention.PackedAttention(self.window_block_size, self.max_window_blocks,
+                                                self.attention_chunk, self.packed_attention_impl)
 
     @property
     def dims_per_head(self) -> int:
@@ -199,7 +218,8 @@ class Attention(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x: Array, v_first: Array | None, ve: Array | None) -> tuple[Array, Array]:
+    def __call__(self, x: Array, v_first: Array | None, ve: Array | None, segments: Array | None = None,
+                 window_blocks: Array | None = None) -> tuple[Array, Array]:
         cfg = self.cfg
         batch, length, _ = x.shape
         heads, dim = cfg.num_heads, cfg.dims_per_head
@@ -224,7 +244,11 @@ class Attention(nn.Module):
         if cfg.positional == "rotary":
             q, k = rotary(q, cfg.rotary_base), rotary(k, cfg.rotary_base)
         q, k, v = (_constrain(t, ("act_batch", "act_len", "act_heads", None)) for t in (q, k, v))
-        out = layers.attention(q, k, v, cfg.attention_impl)
+        packed = cfg.packed
+        if packed is None:
+            out = layers.attention(q, k, v, cfg.attention_impl)
+        else:
+            out = packed(q, k, v, segments, window_blocks)
         out = out.reshape(batch, length, heads * dim)
         proj = _dense(cfg, cfg.model_dim, ("heads", "embed"), "out", cfg.zero_init_proj, residual=True)
         return proj(out), v_first
@@ -256,12 +280,12 @@ class Block(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x, x0, v_first, ve):
+    def __call__(self, x, x0, v_first, ve, segments=None, window_blocks=None):
         # x and x0 are in the residual stream's dtype; the branches compute in the compute dtype.
         if self.cfg.embed_skip:
             lams = _scalar(self, "skip_lambdas", (1.0, 0.0), (2,)).astype(x.dtype)
             x = lams[0] * x + lams[1] * x0
-        attn, v_first = Attention(self.cfg, name="attn")(Norm(self.cfg)(x), v_first, ve)
+        attn, v_first = Attention(self.cfg, name="attn")(Norm(self.cfg)(x), v_first, ve, segments, window_blocks)
         attn = attn * self.cfg.attn_branch_scale if self.cfg.attn_branch_scale != 1.0 else attn
         x = x + attn.astype(x.dtype)
         x = x + MLP(self.cfg, name="mlp")(Norm(self.cfg)(x)).astype(x.dtype)
@@ -271,12 +295,14 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer. `__call__(tokens, targets)` returns the mean loss
     (`train=False`: forward only, for evaluation); without targets it returns
-    float32 logits."""
+    float32 logits. `window_blocks` (a traced scalar) sets the sliding window of packed attention
+    (None: `max_window_blocks`)."""
 
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, tokens: Array, targets: Array | None = None, train: bool = True) -> Array:
+    def __call__(self, tokens: Array, targets: Array | None = None, train: bool = True,
+                 window_blocks: Array | None = None) -> Array:
         cfg = self.cfg
         dtype, stream, small = cfg.compute_dtype, cfg.residual_stream_dtype, cfg.small_param_dtype
         embed = nn.Embed(
@@ -301,6 +327,8 @@ class GPT(nn.Module):
         x = _constrain(x, ("act_batch", "act_len", "act_embed"))
         x0 = x
         ves = self._value_embeddings(tokens)
+        segments = packed_attention.segment_ids(tokens, cfg.doc_eot_id) if cfg.packed else None
+        ctx = (segments, window_blocks)
 
         block_cls = nn.remat(Block) if cfg.remat else Block
         blocks = [block_cls(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
@@ -312,12 +340,12 @@ class GPT(nn.Module):
             for i, block in enumerate(blocks):
                 if i >= encoder:
                     x = x + skip_weights[i - encoder].astype(x.dtype) * skips.pop()
-                x, v_first = block(x, x0, v_first, ves[i])
+                x, v_first = block(x, x0, v_first, ves[i], *ctx)
                 if i < encoder:
                     skips.append(x)
         else:
             for i, block in enumerate(blocks):
-                x, v_first = block(x, x0, v_first, ves[i])
+                x, v_first = block(x, x0, v_first, ves[i], *ctx)
         x = Norm(cfg, name="final_norm")(x)  # Back in the compute dtype for the head's matmul.
 
         if cfg.tie_embeddings:
@@ -364,8 +392,11 @@ def flops_per_token(cfg: GPTConfig, params: Any, seq_len: int) -> float:
 
     The nanoGPT/PaLM convention. Embedding lookups do no matmul, so the position
     table, value-embedding tables and (when untied) the input embedding are left
-    out; a tied embedding counts once, as the head.
+    out; a tied embedding counts once, as the head. A sliding window caps the context at its largest width.
     """
     lookup_only = ("pos_embed", "value_embed_") + (() if cfg.tie_embeddings else ("embed",))
+    context = seq_len
+    if cfg.max_window_blocks:  # Documents may cut it shorter still: an upper bound.
+        context = min(seq_len, cfg.max_window_blocks * cfg.window_block_size)
     return layers.matmul_flops_per_token(params, lookup_only, cfg.num_layers, cfg.num_heads * cfg.dims_per_head,
-                                         seq_len)
+                                         context)

@@ -85,6 +85,38 @@ def momentum_warmup(
 
 
 @gin.configurable
+def window_schedule(total_steps: int, block_size: int, start_tokens: int = 0, growth_tokens: int = 0,
+                    quantum: int = 1, rounding: str = "floor") -> optax.Schedule | None:
+    """The sliding-window width over training, in blocks of `block_size` (GPTConfig.window_block_size).
+
+    tokens = quantum * round((start_tokens + growth_tokens * step / total_steps) / quantum), with `rounding`
+    "floor" or "ceil"; the result is tokens // block_size, clipped by the model to [1, max_window_blocks].
+    No growth (the default) gives None: the model's largest window throughout. The records' schedules:
+    13 (token windows): start 64, growth 1728, quantum 64, floor; 16: start 128, growth 1728, quantum 128,
+    floor (their (64 + frac * 1728 + 64) // 128); 20: start 0, growth 1728, quantum 128, ceil.
+    """
+    _check_steps("window_schedule", total_steps)
+    if rounding not in ("floor", "ceil"):
+        raise ConfigError(f"window_schedule.rounding={rounding!r}: expected 'floor' or 'ceil'")
+    if quantum < 1 or quantum % block_size:
+        raise ConfigError(f"window_schedule.quantum={quantum}: expected a positive multiple of the window block "
+                          f"size {block_size}")
+    if growth_tokens == 0:
+        return None
+    if start_tokens < 0 or growth_tokens < 0:
+        raise ConfigError(f"window_schedule: start_tokens={start_tokens} and growth_tokens={growth_tokens} must "
+                          "be 0 or more")
+    den = quantum * total_steps
+
+    def blocks(step):  # integer arithmetic: the records' float formulas land exactly on their boundaries
+        num = start_tokens * total_steps + growth_tokens * jnp.asarray(step, jnp.int32)
+        quanta = num // den if rounding == "floor" else -((-num) // den)
+        return (quantum * quanta) // block_size
+
+    return blocks
+
+
+@gin.configurable
 def make_optimizer(
     params: Any,
     total_steps: int,

@@ -85,11 +85,12 @@ def abstract_state(
 
 
 def make_train_step(
-    loss_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
+    loss_fn: Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array],
     tx: optax.GradientTransformation,
     microbatches: int,
 ) -> Callable:
-    """A pure train step: (state, inputs, targets) -> (state, metrics).
+    """A pure train step: (state, inputs, targets) -> (state, metrics); loss_fn(params, inputs, targets, step)
+    sees the (traced) step, for schedules of model inputs such as the attention window.
 
     With `microbatches` > 1 the batch is split along its rows and the gradients
     are accumulated in float32 over a scan (also for parameters stored in
@@ -97,15 +98,15 @@ def make_train_step(
     update equals one full batch.
     """
 
-    def grads_of(params, inputs, targets):
+    def grads_of(params, inputs, targets, step):
         if microbatches == 1:
-            return jax.value_and_grad(loss_fn)(params, inputs, targets)
+            return jax.value_and_grad(loss_fn)(params, inputs, targets, step)
         rows = inputs.shape[0] // microbatches
         # (rows, micro, T) keeps each device's rows together; scan over `micro`.
         split = lambda a: jnp.moveaxis(a.reshape(rows, microbatches, *a.shape[1:]), 1, 0)
 
         def body(carry, mb):
-            loss, grads = jax.value_and_grad(loss_fn)(params, *mb)
+            loss, grads = jax.value_and_grad(loss_fn)(params, *mb, step)
             return jax.tree_util.tree_map(jnp.add, carry, (loss, grads)), None
 
         zeros = jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, jnp.float32), params)
@@ -114,7 +115,7 @@ def make_train_step(
         return loss / microbatches, grads
 
     def train_step(state, inputs, targets):
-        loss, grads = grads_of(state["params"], inputs, targets)
+        loss, grads = grads_of(state["params"], inputs, targets, state["step"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}

@@ -160,16 +160,20 @@ def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: 
         abstract_params, specs = state.param_specs(model, sample)
         tx = optim.make_optimizer(abstract_params, total_steps)
         shardings = state.state_shardings(abstract_params, specs, tx, mesh, rules)
-    loss_fn = lambda p, x, y: model.apply({"params": p}, x, y)
-    batch_sh = sharding.batch_sharding(mesh, rules)
+    window = optim.window_schedule(total_steps, getattr(cfg, "window_block_size", 1))
+    step_inputs = (lambda step: {}) if window is None else (lambda step: {"window_blocks": window(step)})
+    loss_fn = lambda p, x, y, step: model.apply({"params": p}, x, y, **step_inputs(step))
+    batch_sh, replicated = sharding.batch_sharding(mesh, rules), sharding.replicated(mesh)
     step_fn = jax.jit(
         state.make_train_step(loss_fn, tx, microbatches),
         in_shardings=(shardings, batch_sh, batch_sh),
-        out_shardings=(shardings, sharding.replicated(mesh)),
+        out_shardings=(shardings, replicated),
         donate_argnums=(0,),
     )
-    eval_loss = lambda p, x, y: model.apply({"params": p}, x, y, train=False)
-    eval_fn = jax.jit(eval_loss, in_shardings=(shardings["params"], batch_sh, batch_sh))
+    eval_loss = lambda p, x, y, step: model.apply({"params": p}, x, y, train=False, **step_inputs(step))
+    eval_jit = jax.jit(eval_loss, in_shardings=(shardings["params"], batch_sh, batch_sh, replicated))
+    # The step sets scheduled inputs (the attention window); by default the last step's, as a final evaluation.
+    eval_fn = lambda p, x, y, step=total_steps: eval_jit(p, x, y, jnp.asarray(step, jnp.int32))
     return Experiment(cfg, mesh, rules, model, tx, sample, shardings, batch_sh, step_fn, eval_fn,
                       layers.count_params(abstract_params), spec.flops_per_token(abstract_params, seq_len))
 
@@ -246,8 +250,8 @@ class _Loop:
             rundir.request_stop()  # another process was signalled: record and exit the same way
         return True
 
-    def validate(self, params) -> float:
-        losses = [self.exp.eval_fn(params, *self._device_batch(*b)) for b in self.val_batches]
+    def validate(self, params, step: int) -> float:
+        losses = [self.exp.eval_fn(params, *self._device_batch(*b), step) for b in self.val_batches]
         return float(np.mean(jax.device_get(losses)))
 
     def run(self, train_state, step: int, meta: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +262,7 @@ class _Loop:
         logging.info("training from step %d to %d, %d tokens/step", step, self.total_steps, tokens_per_step)
         try:
             if step == 0 and self.eval_every > 0:  # The untrained baseline anchors the curve.
-                val_loss = self.validate(train_state["params"])
+                val_loss = self.validate(train_state["params"], 0)
                 logging.info("validation step 0: loss %.4f", val_loss)
                 self.writer.write(0, "val", {"loss": val_loss, "train_time_s": 0.0, "tokens_seen": 0})
             clock = None
@@ -295,7 +299,7 @@ class _Loop:
                     logging.info("%s", line)
                     self.writer.write(step, "train", {**last, **stats, "train_time_s": train_time})
                 if eval_now:
-                    val_loss = self.validate(train_state["params"])
+                    val_loss = self.validate(train_state["params"], step)
                     logging.info("validation step %d: loss %.4f (%d batches)", step, val_loss, len(self.val_batches))
                     self.writer.write(step, "val", {"loss": val_loss, "train_time_s": train_time,
                                                     "tokens_seen": step * tokens_per_step})

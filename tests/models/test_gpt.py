@@ -208,6 +208,9 @@ def test_bf16_storage_of_embeddings_and_scalars():
     ({"logit_vocab_size": 100}, "GPTConfig.logit_vocab_size=100"),
     ({"logit_softcap": -1.0}, "GPTConfig.logit_softcap=-1.0"),
     ({"rotary_base": 0.0}, "GPTConfig.rotary_base=0.0"),
+    ({"packed_attention_impl": "flash"}, "GPTConfig.packed_attention_impl='flash'"),
+    ({"max_window_blocks": -1}, "GPTConfig.max_window_blocks=-1"),
+    ({"window_block_size": 0}, "GPTConfig.window_block_size=0"),
 ])
 def test_bad_values_are_config_errors(kwargs, field):
     with pytest.raises(launch.ConfigError) as info:
@@ -230,3 +233,47 @@ def test_rotary_from_the_shared_layers_keeps_the_speedrun_formula_bit_for_bit():
     for base in (10000.0, 1024.0):
         got = jax.jit(gpt.rotary, static_argnums=1)(x, base)
         np.testing.assert_array_equal(got, jax.jit(before, static_argnums=1)(x, base))
+
+
+PACKED = dataclasses.replace(TINY, positional="rotary", max_seq_len=64, doc_eot_id=0, packed_attention_impl="banded")
+
+
+def test_document_masking_hides_earlier_documents():
+    tokens = jax.random.randint(jax.random.key(4), (1, 64), 1, 64).at[0, 30].set(0)  # a document opens at 30
+    model = gpt.GPT(PACKED)
+    params = _init(PACKED, tokens)
+    changed = tokens.at[0, 5].set(7).at[0, 20].set(9)  # edits inside the first document
+    before, after = model.apply({"params": params}, tokens), model.apply({"params": params}, changed)
+    np.testing.assert_allclose(after[0, 30:], before[0, 30:], atol=1e-5)
+    assert not np.allclose(after[0, 20:30], before[0, 20:30], atol=1e-3)
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_sliding_window_bounds_the_receptive_field(block):
+    cfg = dataclasses.replace(PACKED, doc_eot_id=-1, max_window_blocks=12 // block, window_block_size=block)
+    tokens = jax.random.randint(jax.random.key(5), (1, 64), 0, 64)
+    model = gpt.GPT(cfg)
+    params = _init(cfg, tokens)
+    apply = jax.jit(lambda t, w: model.apply({"params": params}, t, window_blocks=w))
+    changed = tokens.at[0, 10].set((tokens[0, 10] + 1) % 64)
+    for window in (1, 12 // block):
+        reach = 2 * window * block  # two layers, each reading at most window * block positions back
+        diff = np.abs(np.asarray(apply(changed, window) - apply(tokens, window))).max(-1)[0]
+        assert diff[10 + reach:].max() < 1e-5 and diff[10] > 1e-3
+    assert not np.allclose(apply(tokens, 1), apply(tokens, 12 // block), atol=1e-3)
+
+
+def test_packed_attention_without_windows_or_documents_is_plain_causal():
+    tokens = jax.random.randint(jax.random.key(6), (2, 64), 1, 64)  # no end-of-text token: one document
+    plain = dataclasses.replace(PACKED, doc_eot_id=-1)
+    params = _init(plain, tokens)
+    np.testing.assert_allclose(gpt.GPT(PACKED).apply({"params": params}, tokens),
+                               gpt.GPT(plain).apply({"params": params}, tokens), atol=1e-5)
+
+
+def test_window_caps_the_attention_flops():
+    params = _init(TINY, jnp.zeros((1, 16), jnp.int32))
+    windowed = dataclasses.replace(TINY, max_window_blocks=2, window_block_size=4)
+    width = TINY.num_heads * TINY.dims_per_head
+    full, capped = gpt.flops_per_token(TINY, params, 16), gpt.flops_per_token(windowed, params, 16)
+    assert full - capped == pytest.approx(12 * TINY.num_layers * width * (16 - 8))

@@ -1,5 +1,7 @@
 """Optimizers: Muon orthogonalises, groups are right, schedules have their shape."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,7 +147,7 @@ def test_bf16_stored_params_keep_their_dtypes_through_a_train_step(microbatches)
         tx = optim.make_optimizer(params, 10, kind="muon", scalar_lr=0.02, grad_clip=clip)
         before = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
                   "rng": jnp.zeros((2,), jnp.uint32)}
-        loss_fn = lambda p, x, y: model.apply({"params": p}, x, y)
+        loss_fn = lambda p, x, y, step: model.apply({"params": p}, x, y)
         step = jax.jit(state.make_train_step(loss_fn, tx, microbatches))
         after, metrics = step(before, tokens, jnp.roll(tokens, -1, axis=1))
         dtypes = lambda tree: [jnp.asarray(x).dtype for x in jax.tree_util.tree_leaves(tree)]
@@ -183,3 +185,31 @@ def test_bad_values_are_config_errors(fn, kwargs, name):
     with pytest.raises(launch.ConfigError) as info:
         fn(*args, **kwargs)
     assert str(info.value).splitlines()[0].startswith(name), str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, block, reference", [
+    # record 13: 64 * ((step / N * (1792 - 64) + 64) // 64) tokens, token windows
+    ({"start_tokens": 64, "growth_tokens": 1728, "quantum": 64}, 1,
+     lambda step, n: 64 * ((step / n * (1792 - 64) + 64) // 64)),
+    # record 16: int(((1 - frac) * 64 + frac * 1792 + 64) // 128) blocks of 128
+    ({"start_tokens": 128, "growth_tokens": 1728, "quantum": 128}, 128,
+     lambda step, n: int(((1 - step / n) * 64 + step / n * 1792 + 64) // 128)),
+    # record 20: next_multiple_of_n(1728 * step / n, n=128) // 128 blocks
+    ({"start_tokens": 0, "growth_tokens": 1728, "quantum": 128, "rounding": "ceil"}, 128,
+     lambda step, n: math.ceil(1728 * step / n / 128)),
+])
+def test_window_schedules_follow_the_records(kwargs, block, reference):
+    n = 1393
+    schedule = optim.window_schedule(n, block, **kwargs)
+    steps = np.arange(0, n + 1)
+    got = np.asarray(jax.jit(jax.vmap(schedule))(steps))
+    want = np.array([reference(int(s), n) for s in steps])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_window_schedule_defaults_and_errors():
+    assert optim.window_schedule(100, 1) is None  # no growth: the model's largest window throughout
+    with pytest.raises(launch.ConfigError, match="window_schedule.rounding"):
+        optim.window_schedule(100, 1, growth_tokens=10, rounding="round")
+    with pytest.raises(launch.ConfigError, match="window_schedule.quantum=64"):
+        optim.window_schedule(100, 128, growth_tokens=10, quantum=64)
