@@ -51,6 +51,7 @@ def train(
     tfds_data_dir: str | None = None,
     val_tokens: Annotated[int, NON_NEGATIVE] = 10_485_760,
     val_batch_size: Annotated[int, NON_NEGATIVE] = 0,
+    val_seq_len: Annotated[int, NON_NEGATIVE] = 0,
     eval_every: Annotated[int, NON_NEGATIVE] = 250,
     log_every: Annotated[int, POSITIVE] = 10,
     target_val_loss: float = 0.0,
@@ -73,15 +74,17 @@ def train(
         they are tokenized with stdlib_tokenizer (libs/train/tfds_source.py).
       val_tokens: validation budget in tokens (rounded down to whole batches).
       val_batch_size: sequences per validation batch (0: global_batch_size / microbatches).
+      val_seq_len: tokens per validation sequence (0: seq_len); record 21 validates on 4 x 64Ki-token rows.
       eval_every / log_every: validation and progress-line periods in steps.
       target_val_loss: record the first validation at or below this (0: none): its step and time.
       stop_at_target: stop there instead of finishing the schedule (the records' times are full runs).
       seed: parameter-init seed.
       plot: write `loss.png` at the end.
     """
-    exp = build(total_steps, seq_len, global_batch_size, microbatches)
+    exp = build(total_steps, seq_len, global_batch_size, microbatches, val_seq_len or seq_len)
     loader, val_batches = _data(train_data, val_data, stdlib_tokenizer, seq_len, global_batch_size,
-                                val_batch_size or global_batch_size // microbatches, val_tokens, tfds_data_dir)
+                                val_batch_size or global_batch_size // microbatches, val_tokens, tfds_data_dir,
+                                val_seq_len or seq_len)
     with exp.context():
         ckpt = checkpoint.Checkpointer(workdir)
         restored = ckpt.restore_latest(exp.abstract_state(), on_error=_refuse_config_mismatch)
@@ -142,12 +145,14 @@ class Experiment:
         return state.abstract_state(self.model, self.tx, self.sample, self.shardings)
 
 
-def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: int) -> Experiment:
+def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: int,
+          val_seq_len: int = 0) -> Experiment:
     """Builds the model, optimizer, shardings and jitted step for the gin config."""
     spec = registry.make_model()
     cfg, model, cfg_name = spec.cfg, spec.module, type(spec.cfg).__name__
-    if seq_len > cfg.max_seq_len:
-        raise UserError(f"train.seq_len={seq_len} exceeds {cfg_name}.max_seq_len={cfg.max_seq_len}")
+    for name, length in (("seq_len", seq_len), ("val_seq_len", val_seq_len)):
+        if length > cfg.max_seq_len:
+            raise UserError(f"train.{name}={length} exceeds {cfg_name}.max_seq_len={cfg.max_seq_len}")
     mesh, rules = sharding.make_mesh(), sharding.logical_rules()
     _check_head_split(cfg, mesh, rules)
     split = sharding.batch_axis_size(mesh, rules) * microbatches
@@ -191,7 +196,8 @@ def _check_head_split(cfg, mesh: Mesh, rules) -> None:
                             f"(mesh {dict(mesh.shape)}); change make_mesh or the '{axis}' rule of logical_rules")
 
 
-def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens, tfds_data_dir=None):
+def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens, tfds_data_dir=None,
+          val_seq_len=None):
     try:
         if "stdlib" in (train_data, val_data):
             paths = corpus.build_stdlib_corpus(tokenizer=tokenizer)
@@ -203,7 +209,7 @@ def _data(train_data, val_data, tokenizer, seq_len, batch, val_batch, val_tokens
             val_data = tfds_source.build_shards(val_data, "val", tokenizer, tfds_data_dir).pattern
         pid, count = jax.process_index(), jax.process_count()
         loader = data.Loader(train_data, seq_len, batch, pid, count)
-        val = data.validation_batches(val_data, seq_len, val_batch, val_tokens, pid, count)
+        val = data.validation_batches(val_data, val_seq_len or seq_len, val_batch, val_tokens, pid, count)
     except (shards.ShardError, FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
     return loader, val

@@ -53,6 +53,25 @@ def test_target_is_timed_at_its_first_crossing_and_over_the_full_schedule(tmp_pa
     assert stopped.returncode == 0 and summary["status"] == "target" and summary["step"] == summary["target_step"]
 
 
+PACKED = ["--gin_file=configs/speedrun/record_13.gin", "--gin_file=configs/speedrun/cpu_scale.gin",
+          "--gin_bindings=GPTConfig.max_seq_len = 256", "--gin_bindings=train.val_tokens = 4096",
+          "--gin_bindings=train.eval_every = 3", "--gin_bindings=train.log_every = 3"]
+
+
+def test_packed_windowed_run_validates_on_longer_rows(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = run_binary("experiments.speedrun", *PACKED, "--gin_bindings=train.total_steps = 6",
+                      "--gin_bindings=train.val_seq_len = 256", f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    val = metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"), "val")
+    assert [r["step"] for r in val] == [0, 3, 6] and all(np.isfinite(r["loss"]) for r in val)
+    assert "validation step 6: loss" in proc.stderr and "(1 batches)" in proc.stderr  # 4096 tokens = 16 x 256
+    too_long = run_binary("experiments.speedrun", *PACKED, "--gin_bindings=train.val_seq_len = 512",
+                          f"--workdir={tmp_path / 'bad'}")
+    assert too_long.returncode == 2
+    assert "train.val_seq_len=512 exceeds GPTConfig.max_seq_len=256" in too_long.stderr.strip().splitlines()[-1]
+
+
 RESUME_ARGS = [SMOKE, "--gin_bindings=train.total_steps = 40", "--gin_bindings=train.log_every = 1",
                "--gin_bindings=train.eval_every = 0", "--gin_bindings=Checkpointer.every_steps = 10"]
 
