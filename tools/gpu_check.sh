@@ -5,7 +5,8 @@
 #
 # Prints nvidia-smi, the Python/JAX versions and jax.devices(), then times
 #   1. configs/speedrun/gpt2_124m.gin at 64 x 1024 tokens/step, side by side with the plain-Flax anchor;
-#   2. configs/speedrun/record_11.gin at the same shape.
+#   2. configs/speedrun/record_11.gin at the same shape;
+#   3. configs/speedrun/record_21.gin at its real per-device batch: one packed row of 49,152 tokens.
 # Everything (logs and JSON figures) goes to ${OUT:-/tmp/gpu_check}. Each bench runs even if the other
 # failed; the exit status is non-zero if any did.
 #
@@ -49,5 +50,9 @@ gpt2_rc=$?
   --json_out="$OUT/bench_r11.json" 2>&1 | tee "$OUT/bench_r11.log"
 r11_rc=$?
 
-echo "gpu_check: exit codes env=$env_rc gpt2_124m=$gpt2_rc record_11=$r11_rc"
-[ "$env_rc" -eq 0 ] && [ "$gpt2_rc" -eq 0 ] && [ "$r11_rc" -eq 0 ]
+"$PY" -m tools.bench_speedrun --gin_file=configs/speedrun/record_21.gin --batch=1 --steps=20 --warmup=3 \
+  --json_out="$OUT/bench_r21.json" 2>&1 | tee "$OUT/bench_r21.log"
+r21_rc=$?
+
+echo "gpu_check: exit codes env=$env_rc gpt2_124m=$gpt2_rc record_11=$r11_rc record_21=$r21_rc"
+[ "$env_rc" -eq 0 ] && [ "$gpt2_rc" -eq 0 ] && [ "$r11_rc" -eq 0 ] && [ "$r21_rc" -eq 0 ]

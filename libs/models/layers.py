@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 from flax import struct
 
@@ -103,6 +104,21 @@ def rope_inv_freq(dim: int, theta: float, scaling: RopeScaling | None = None) ->
     return out.astype(jnp.float32)
 
 
+def rope_inv_freq_half_truncated(dim: int, base: float) -> Array:
+    """float32 inverse frequencies of the speedrun's "half-truncated" RoPE (records 17+), dim/2 of them.
+
+    The first dim/4 are (1/base) ** linspace(0, 1, dim/4), from 1 down to 1/base; the other dim/4 are 0,
+    so those pairs are not rotated. The exponents follow torch.linspace's float32 arithmetic (step =
+    1/(n-1); the upper half of the entries counted back from the end)."""
+    n = dim // 4
+    step = np.float32(1.0) / np.float32(max(n - 1, 1))
+    i = np.arange(n)
+    exps = np.where(i < n // 2, i.astype(np.float32) * step, np.float32(1.0) - (n - 1 - i).astype(np.float32) * step)
+    exps = exps if n > 1 else np.zeros(n, np.float32)  # torch.linspace(0, 1, 1) is [0]
+    inv_freq = jnp.float32(1.0 / base) ** jnp.asarray(exps, jnp.float32)
+    return jnp.concatenate([inv_freq, jnp.zeros(dim // 2 - n, jnp.float32)])
+
+
 def rotary(x: Array, inv_freq: Array, style: str = "half", positions: Array | None = None,
            clockwise: bool = False) -> Array:
     """Rotary embedding over the last axis of a (batch, length, heads, dim) array.
@@ -169,9 +185,11 @@ def attention_impl(choice: str, q: Array, masked: bool = False) -> str | None:
     return "cudnn" if usable else None
 
 
-def attention(q: Array, k: Array, v: Array, impl: str = "auto", mask: Array | None = None) -> Array:
-    """Causal attention of (B, T, N, H) queries over (B, T, K, H) keys/values; K divides N (GQA)."""
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
+def attention(q: Array, k: Array, v: Array, impl: str = "auto", mask: Array | None = None,
+              scale: float | None = None) -> Array:
+    """Causal attention of (B, T, N, H) queries over (B, T, K, H) keys/values; K divides N (GQA).
+    `scale` multiplies q.k (None: 1/sqrt(H))."""
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=True,
                                         implementation=attention_impl(impl, q, mask is not None))
 
 

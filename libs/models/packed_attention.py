@@ -9,7 +9,8 @@ with `segment` counting the end-of-text tokens up to each position (`segment_ids
 size: 1 for the token windows of records 12-15, 128 for the block windows of FlexAttention's block masks in
 records 16-21 (whose count-based block selection reaches the same key blocks). `window_blocks` is a traced
 integer, so a window schedule changes it during training without recompiling; a static `max_window_blocks`
-bounds it.
+bounds it. Record 15 also kept only keys fewer than ceil(window / c) blocks of c = 128 tokens back
+(`clamp_block`), on top of its token window.
 
 Implementations (`PackedAttention.impl`):
 - "reference": the dense (T, T) mask above, through XLA. Exact and O(T^2): tests and small shapes.
@@ -45,11 +46,16 @@ def segment_ids(tokens: Array, eot_id: int) -> Array:
 
 
 def allowed(q_pos: Array, k_pos: Array, q_seg: Array, k_seg: Array, window_blocks: Array,
-            block_size: int) -> Array:
+            block_size: int, clamp_block: int = 0) -> Array:
     """Where query positions q_pos (..., Q, 1) may read key positions k_pos (..., 1, K): causal, same
-    document, and fewer than `window_blocks` blocks of `block_size` back (negative key positions: padding)."""
-    return ((k_pos <= q_pos) & (k_pos >= 0) & (q_seg == k_seg)
+    document, and fewer than `window_blocks` blocks of `block_size` back (negative key positions: padding).
+    `clamp_block` c > 0 also requires q // c - k // c < ceil(window_blocks * block_size / c)."""
+    mask = ((k_pos <= q_pos) & (k_pos >= 0) & (q_seg == k_seg)
             & (q_pos // block_size - k_pos // block_size < window_blocks))
+    if clamp_block > 0:
+        clamp_blocks = (window_blocks * block_size + clamp_block - 1) // clamp_block
+        mask &= q_pos // clamp_block - k_pos // clamp_block < clamp_blocks
+    return mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,19 +64,22 @@ class PackedAttention:
 
     block_size: the window's unit in tokens. max_window_blocks: the largest window (0: no window, full causal
     attention within documents; "banded" then falls back to "reference"). chunk: queries per band
-    (0: DEFAULT_CHUNK), rounded up to whole blocks and to a divisor of the length."""
+    (0: DEFAULT_CHUNK), rounded up to whole blocks and to a divisor of the length. clamp_block: see `allowed`
+    (0: off); it only removes keys, so the bands' reach is unchanged."""
 
     block_size: int = 128
     max_window_blocks: int = 0
     chunk: int = 0
     impl: str = "auto"
+    clamp_block: int = 0
 
     def __post_init__(self):
         if self.impl not in IMPLS:
             raise ValueError(f"packed attention impl {self.impl!r}: expected one of {IMPLS}")
-        if self.block_size < 1 or self.max_window_blocks < 0 or self.chunk < 0:
-            raise ValueError(f"packed attention: block_size >= 1, max_window_blocks >= 0 and chunk >= 0 needed, "
-                             f"got {self.block_size}, {self.max_window_blocks}, {self.chunk}")
+        if self.block_size < 1 or self.max_window_blocks < 0 or self.chunk < 0 or self.clamp_block < 0:
+            raise ValueError(f"packed attention: block_size >= 1, max_window_blocks >= 0, chunk >= 0 and "
+                             f"clamp_block >= 0 needed, got {self.block_size}, {self.max_window_blocks}, "
+                             f"{self.chunk}, {self.clamp_block}")
 
     @property
     def max_window(self) -> int:
@@ -97,9 +106,10 @@ class PackedAttention:
         return impl
 
     def __call__(self, q: Array, k: Array, v: Array, segments: Array, window_blocks: Array | int | None = None,
-                 ) -> Array:
+                 scale: float | None = None) -> Array:
         """q (B, T, N, H); k, v (B, T, K, H) with K dividing N; segments (B, T) int; window_blocks a scalar
-        (None: the largest), clipped to [1, max_window_blocks]. Returns (B, T, N, H)."""
+        (None: the largest), clipped to [1, max_window_blocks]; scale multiplies q.k (None: 1/sqrt(H)).
+        Returns (B, T, N, H)."""
         if self.max_window_blocks == 0:
             window = jnp.asarray(q.shape[1] + self.block_size, jnp.int32)  # never binds
         else:
@@ -107,18 +117,19 @@ class PackedAttention:
             window = jnp.clip(jnp.asarray(top if window_blocks is None else window_blocks, jnp.int32), 1, top)
         impl = self.resolved_impl(q)
         if impl == "reference":
-            return reference_attention(q, k, v, segments, window, self.block_size)
+            return reference_attention(q, k, v, segments, window, self.block_size, scale, self.clamp_block)
         return banded_attention(q, k, v, segments, window, self.block_size, self.max_window,
-                                self.chunk_for(q.shape[1]), "cudnn" if impl == "banded_cudnn" else "xla")
+                                self.chunk_for(q.shape[1]), "cudnn" if impl == "banded_cudnn" else "xla", scale,
+                                self.clamp_block)
 
 
 def reference_attention(q: Array, k: Array, v: Array, segments: Array, window_blocks: Array,
-                        block_size: int) -> Array:
+                        block_size: int, scale: float | None = None, clamp_block: int = 0) -> Array:
     """The dense masked definition, through XLA: the ground truth the other implementations are tested on."""
     pos = jnp.arange(q.shape[1])
     mask = allowed(pos[:, None], pos[None, :], segments[:, :, None], segments[:, None, :], window_blocks,
-                   block_size)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
+                   block_size, clamp_block)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale, implementation="xla")
 
 
 def _bands(x: Array, chunk: int, reach: int, fill) -> Array:
@@ -133,7 +144,8 @@ def _bands(x: Array, chunk: int, reach: int, fill) -> Array:
 
 
 def banded_attention(q: Array, k: Array, v: Array, segments: Array, window_blocks: Array, block_size: int,
-                     reach: int, chunk: int, inner: str = "xla") -> Array:
+                     reach: int, chunk: int, inner: str = "xla", scale: float | None = None,
+                     clamp_block: int = 0) -> Array:
     """Chunked attention: queries [s, s + chunk) read keys [s - reach, s + chunk) under the `allowed` mask.
 
     Exact whenever `reach` covers the window, (window_blocks - 1) * block_size <= reach, and chunk starts are
@@ -148,8 +160,8 @@ def banded_attention(q: Array, k: Array, v: Array, segments: Array, window_block
     q_pos = jnp.arange(length).reshape(n, chunk)
     k_pos = jnp.arange(n)[:, None] * chunk - reach + jnp.arange(reach + chunk)[None, :]
     mask = allowed(q_pos[None, :, :, None], k_pos[None, :, None, :], segments.reshape(batch, n, chunk, 1),
-                   seg_band[:, :, None, :], window_blocks, block_size)
+                   seg_band[:, :, None, :], window_blocks, block_size, clamp_block)
     fold = lambda x: x.reshape((batch * n,) + x.shape[2:])
     out = jax.nn.dot_product_attention(fold(q.reshape(batch, n, chunk, heads, dim)), fold(k_band), fold(v_band),
-                                       mask=fold(mask)[:, None], implementation=inner)
+                                       mask=fold(mask)[:, None], scale=scale, implementation=inner)
     return out.reshape(batch, length, heads, dim)

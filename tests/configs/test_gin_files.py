@@ -23,8 +23,10 @@ STRATEGIC_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "strategic_games" + os.s
 IMF_CONFIGS = [p for p in ALL_CONFIGS if os.sep + "imf" + os.sep in p]
 MAESTROMOTIF_OVERLAYS = {"local_annotator.gin"}  # composed after another maestromotif file
 RESEARCH_OVERLAYS = {"mcts.gin", "evolutionary.gin"}  # policies, composed with an operator set's file
-OVERLAYS = {"cpu_scale.gin"}  # Overlays are parsed on top of the baseline.
 BASE = os.path.join(REPO_ROOT, "configs", "speedrun", "gpt2_124m.gin")
+PACKED_RECORDS = [f"record_{i}" for i in range(12, 22)]
+# Overlays are parsed on top of a record: the baseline, or the last record of the packed ladder.
+OVERLAYS = {"cpu_scale.gin": BASE, "cpu_scale_packed.gin": BASE.replace("gpt2_124m", PACKED_RECORDS[-1])}
 LFS_BASE = os.path.join(REPO_ROOT, "configs", "lfs", "base.gin")
 
 
@@ -37,13 +39,25 @@ def test_every_config_is_covered():
 
 
 def _files(path):
-    return [BASE, path] if os.path.basename(path) in OVERLAYS else [path]
+    base = OVERLAYS.get(os.path.basename(path))
+    return [base, path] if base else [path]
 
 
 def test_configs_found():
     names = {os.path.basename(p) for p in CONFIGS}
     for rec in ("gpt2_124m", "record_02", "record_03", "record_05", "record_08", "record_09", "record_11"):
         assert f"{rec}.gin" in names
+
+
+@pytest.mark.parametrize("record", PACKED_RECORDS)
+def test_packed_records_build_at_proxy_scale(record, clean_gin):
+    config_dir = os.path.join(REPO_ROOT, "configs", "speedrun")
+    launch.parse_config([os.path.join(config_dir, f"{record}.gin"), os.path.join(config_dir, "cpu_scale_packed.gin")],
+                        ["make_mesh.data = 1"])
+    q = lambda name: gin.query_parameter(f"train.{name}")
+    assert (q("seq_len"), q("global_batch_size"), q("val_seq_len")) == (1024, 2, 0)
+    exp = trainer.build(q("total_steps"), q("seq_len"), q("global_batch_size"), q("microbatches"))
+    assert exp.cfg.num_layers == 12 and exp.cfg.vocab_size == 320 and exp.cfg.doc_eot_id == 256
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
@@ -53,7 +67,9 @@ def test_parses_and_builds(path, clean_gin):
     exp = trainer.build(q("total_steps"), q("seq_len"), q("global_batch_size"), q("microbatches"))
     with exp.context():
         abstract = exp.abstract_state()  # Shapes only: nothing is allocated.
-    assert exp.n_params > 0 and exp.flops_per_token > 6 * exp.n_params * 0.5
+    tables = sum(x.size for name, table in abstract["params"].items() if name.startswith("value_embed_")
+                 for x in jax.tree_util.tree_leaves(table))  # value embeddings: lookups, no matmul
+    assert exp.n_params > 0 and exp.flops_per_token > 6 * (exp.n_params - tables) * 0.5
     leaves = jax.tree_util.tree_leaves(abstract["params"])
     assert sum(x.size for x in leaves) == exp.n_params
 

@@ -62,3 +62,27 @@ def test_fp8_head_stays_close_to_the_bf16_head():
         got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15  # FP8 rounding, not a different gradient
         assert np.linalg.norm(got - want) > 0  # and it does round
+
+
+def test_gpt_trains_through_the_fp8_head_and_evaluates_in_bf16():
+    import dataclasses
+
+    from libs.models import gpt
+    from libs.train.launch import ConfigError
+    from libs.train.state import strip_boxes
+
+    cfg = gpt.GPTConfig(vocab_size=64, num_layers=1, num_heads=2, model_dim=32, max_seq_len=16, positional="rotary",
+                        norm="rmsnorm", tie_embeddings=False, logit_softcap=15.0,
+                        head_fp8=True, head_fp8_scales=[2.0, 32.0, 2.0**14])
+    assert cfg.head_fp8_scales == (2.0, 32.0, 16384.0)
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, 64)
+    params = strip_boxes(gpt.GPT(cfg).init(jax.random.PRNGKey(1), tokens)["params"])
+    plain = dataclasses.replace(cfg, head_fp8=False)
+    train = lambda c: jax.value_and_grad(lambda p: gpt.GPT(c).apply({"params": p}, tokens, tokens))(params)
+    (fp8_loss, fp8_grads), (bf16_loss, bf16_grads) = train(cfg), train(plain)
+    assert abs(float(fp8_loss) - float(bf16_loss)) < 0.05 and float(fp8_loss) != float(bf16_loss)
+    assert not np.allclose(fp8_grads["head"], bf16_grads["head"])
+    evaluate = lambda c: gpt.GPT(c).apply({"params": params}, tokens, tokens, train=False)
+    assert float(evaluate(cfg)) == float(evaluate(plain))  # evaluation keeps the bf16 head
+    with pytest.raises(ConfigError, match="head_fp8_scales"):
+        dataclasses.replace(cfg, head_fp8_scales=(2.0, 0.0, 1.0))

@@ -1,5 +1,7 @@
 """Packed-document sliding-window attention: every implementation against a dense masked reference."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,17 +21,35 @@ def _inputs(seed, batch=2, length=256, heads=4, kv_heads=2, dim=16, vocab=24, dt
     return q, k, v, pa.segment_ids(tokens, EOT)
 
 
-def _naive(q, k, v, seg, window_blocks, block):
-    """Softmax attention written out in numpy, one query at a time."""
+def _clamp_mask(seg, window_tokens, clamp):
+    """Record 15's mask written out: causal, same document, fewer than `window_tokens` tokens back and fewer
+    than ceil(window_tokens / clamp) blocks of `clamp` back. seg (B, T) -> (B, T, T) bool."""
+    seg = np.asarray(seg)
+    batch, length = seg.shape
+    mask = np.zeros((batch, length, length), bool)
+    blocks = math.ceil(window_tokens / clamp)
+    for b in range(batch):
+        for i in range(length):
+            for j in range(i + 1):
+                mask[b, i, j] = seg[b, i] == seg[b, j] and i - j < window_tokens and i // clamp - j // clamp < blocks
+    return mask
+
+
+def _naive(q, k, v, seg, window_blocks, block, scale=None, clamp=0):
+    """Softmax attention written out in numpy, one query at a time (`clamp`: record 15's block clamp)."""
     q, k, v, seg = (np.asarray(x, np.float64) for x in (q, k, v, seg))
     batch, length, heads, dim = q.shape
     group = heads // k.shape[2]
+    scale = 1 / np.sqrt(dim) if scale is None else scale
+    allowed = _clamp_mask(seg, window_blocks * block, clamp) if clamp else None
     out = np.zeros_like(q)
     for b in range(batch):
         for i in range(length):
             keys = [j for j in range(i + 1) if seg[b, j] == seg[b, i] and i // block - j // block < window_blocks]
+            if clamp:
+                keys = [j for j in keys if allowed[b, i, j]]
             for h in range(heads):
-                s = np.array([q[b, i, h] @ k[b, j, h // group] for j in keys]) / np.sqrt(dim)
+                s = np.array([q[b, i, h] @ k[b, j, h // group] for j in keys]) * scale
                 p = np.exp(s - s.max())
                 out[b, i, h] = (p / p.sum()) @ v[b, keys, h // group]
     return out
@@ -47,6 +67,43 @@ def test_reference_matches_the_written_out_definition(window_blocks, block):
     want = _naive(q, k, v, seg, window_blocks, block)
     got = pa.reference_attention(q, k, v, seg, jnp.int32(window_blocks), block)
     np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+
+
+@pytest.mark.parametrize("window", [1, 3, 4, 6, 9, 13])
+def test_block_clamp_mask_matches_the_written_out_mask(window):
+    tokens = jax.random.randint(jax.random.key(9), (2, 40), 0, 12)
+    seg = pa.segment_ids(tokens, EOT)
+    pos = jnp.arange(40)
+    got = pa.allowed(pos[:, None], pos[None, :], seg[:, :, None], seg[:, None, :], jnp.int32(window), 1, 4)
+    want = _clamp_mask(seg, window, 4)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    plain = pa.allowed(pos[:, None], pos[None, :], seg[:, :, None], seg[:, None, :], jnp.int32(window), 1)
+    # k >= q - (W - 1) puts k at most ceil(W / 4) - 1 blocks back exactly when W = 1 (mod 4); else it binds.
+    assert np.array_equal(np.asarray(plain), want) == (window % 4 == 1)
+
+
+def test_block_clamp_in_every_implementation():
+    q, k, v, seg = _inputs(7, batch=1, length=64, vocab=30)
+    want = _naive(q, k, v, seg, 6, 1, clamp=4)
+    got = pa.reference_attention(q, k, v, seg, jnp.int32(6), 1, clamp_block=4)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+    attn = pa.PackedAttention(block_size=1, max_window_blocks=13, chunk=16, impl="banded", clamp_block=4)
+    np.testing.assert_allclose(np.asarray(attn(q, k, v, seg, 6)), want, atol=2e-5)
+    assert attn.max_window == pa.PackedAttention(block_size=1, max_window_blocks=13).max_window  # same reach
+    unclamped = pa.reference_attention(q, k, v, seg, jnp.int32(6), 1)
+    assert not np.allclose(np.asarray(unclamped), want, atol=1e-3)
+    with pytest.raises(ValueError, match="clamp_block"):
+        pa.PackedAttention(clamp_block=-1)
+
+
+def test_scale_in_every_implementation():
+    q, k, v, seg = _inputs(8, batch=1, length=64, vocab=30)
+    want = _naive(q, k, v, seg, 3, 4, scale=0.12)
+    np.testing.assert_allclose(np.asarray(pa.reference_attention(q, k, v, seg, jnp.int32(3), 4, 0.12)), want,
+                               atol=2e-5)
+    attn = pa.PackedAttention(block_size=4, max_window_blocks=5, chunk=16, impl="banded")
+    np.testing.assert_allclose(np.asarray(attn(q, k, v, seg, 3, 0.12)), want, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(attn(q, k, v, seg, 3)), _naive(q, k, v, seg, 3, 4), atol=2e-5)
 
 
 @pytest.mark.parametrize("block,max_blocks,chunk", [(1, 100, 0), (16, 5, 64), (16, 5, 0), (32, 3, 128),

@@ -43,7 +43,7 @@ SWITCHES = {
 # Settings that only matter under one value of a switch: folded (to their own value) with it when the
 # record's value of the switch is another one, so that, say, an AdamW record's optimizer has no Muon knobs.
 COMPANIONS = {
-    "GPTConfig": {"rotary_base": ("positional", "rotary")},
+    "GPTConfig": {"rotary_base": ("positional", "rotary"), "rotary_freqs": ("positional", "rotary")},
     "make_optimizer": {name: ("kind", "muon") for name in ("muon_lr", "muon_weight_decay", "muon_nesterov",
                                                            "muon_ns_steps", "muon_scale", "embed_lr", "head_lr",
                                                            "scalar_lr")},
@@ -54,7 +54,7 @@ FIXED = ("train.train_data", "train.val_data", "train.stdlib_tokenizer", "train.
          "train.plot", "train.tfds_data_dir", "Checkpointer.every_steps", "Checkpointer.keep")
 _SOURCES = {"gpt.py": "libs/models/gpt.py", "optim.py": "libs/train/optim.py", "losses.py": "libs/models/losses.py"}
 _KEEP = {"gpt.py": ("GPTConfig", "GPT", "flops_per_token"),
-         "optim.py": ("make_optimizer", "lr_schedule", "momentum_warmup")}
+         "optim.py": ("make_optimizer", "lr_schedule", "momentum_warmup", "window_schedule")}
 
 
 @dataclasses.dataclass(frozen=True)
