@@ -105,7 +105,7 @@ class GPTConfig:
     # replaces the plain causal attention above with the packed one:
     doc_eot_id: int = -1  # >= 0: attention stays inside documents, each opened by this token (50256)
     max_window_blocks: int = 0  # > 0: a sliding window of at most this many blocks (the schedule's value is
-    # clipped to it; see window_schedule in libs/train/trainer.py)
+    # clipped to it; see window_schedule in libs/train/optim.py)
     window_block_size: int = 1  # tokens per window block: 1 (token windows, records 12-15) or 128 (16+)
     short_window_layers: tuple[int, ...] = ()  # layers whose window is max(1, window // 2) blocks
     # c > 0: token windows also keep only the keys fewer than ceil(window / c) blocks of c tokens back.

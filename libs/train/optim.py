@@ -93,7 +93,7 @@ def window_schedule(total_steps: int, block_size: int, start_tokens: int = 0, gr
     "floor" or "ceil"; the result is tokens // block_size, clipped by the model to [1, max_window_blocks].
     No growth (the default) gives None: the model's largest window throughout. The records' schedules:
     13 (token windows): start 64, growth 1728, quantum 64, floor; 16: start 128, growth 1728, quantum 128,
-    floor (their (64 + frac * 1728 + 64) // 128); 20: start 0, growth 1728, quantum 128, ceil.
+    floor (their (64 + frac * 1728 + 64) // 128); 19+: start 0, growth 1728, quantum 128, ceil.
     """
     _check_steps("window_schedule", total_steps)
     if rounding not in ("floor", "ceil"):
