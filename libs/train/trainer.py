@@ -178,7 +178,8 @@ def build(total_steps: int, seq_len: int, global_batch_size: int, microbatches: 
     eval_loss = lambda p, x, y, step: model.apply({"params": p}, x, y, train=False, **step_inputs(step))
     eval_jit = jax.jit(eval_loss, in_shardings=(shardings["params"], batch_sh, batch_sh, replicated))
     # The step sets scheduled inputs (the attention window); by default the last step's, as a final evaluation.
-    eval_fn = lambda p, x, y, step=total_steps: eval_jit(p, x, y, jnp.asarray(step, jnp.int32))
+    # A host value (not a device array): every process of a multi-process run passes the same replicated step.
+    eval_fn = lambda p, x, y, step=total_steps: eval_jit(p, x, y, np.int32(step))
     return Experiment(cfg, mesh, rules, model, tx, sample, shardings, batch_sh, step_fn, eval_fn,
                       layers.count_params(abstract_params), spec.flops_per_token(abstract_params, seq_len))
 
