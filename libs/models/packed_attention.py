@@ -18,7 +18,8 @@ Implementations (`PackedAttention.impl`):
   before it, so work and memory grow as T * (chunk + window) instead of T^2. The chunk-local attention runs
   through `jax.nn.dot_product_attention` with an explicit mask, in XLA ("banded") or cuDNN ("banded_cudnn";
   GPU, bf16/fp16).
-- "auto": "banded_cudnn" on a GPU for 16-bit inputs, else "banded".
+- "auto": "banded_cudnn" on a GPU for 16-bit inputs; elsewhere "banded", or "reference" where one band would
+  read at least the whole row (short rows, such as the CPU proxy's 1,024 tokens).
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class PackedAttention:
         impl = self.impl
         if impl == "auto":
             gpu = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-            impl = "banded_cudnn" if gpu else "banded"
+            length = q.shape[1]
+            dense_is_cheaper = length <= self.chunk_for(length) + self.max_window
+            impl = "banded_cudnn" if gpu else "reference" if dense_is_cheaper else "banded"
         if impl != "reference" and self.max_window_blocks == 0:
             return "reference"
         return impl

@@ -176,6 +176,14 @@ def test_chunks_divide_the_length_in_whole_blocks():
         pa.PackedAttention(impl="flash")
 
 
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="auto picks cuDNN on a GPU")
+def test_auto_reads_the_whole_row_densely_when_a_band_would_read_more():
+    attn = pa.PackedAttention(block_size=128, max_window_blocks=14)  # bands of 1,024 queries + 1,664 keys
+    assert attn.resolved_impl(jnp.zeros((1, 1024, 4, 32))) == "reference"
+    assert attn.resolved_impl(jnp.zeros((1, 2688, 4, 32))) == "reference"
+    assert attn.resolved_impl(jnp.zeros((1, 4096, 4, 32))) == "banded"
+
+
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN needs a GPU")
 def test_banded_cudnn_matches_reference_on_gpu():
     q, k, v, seg = _inputs(6, length=1024, heads=4, kv_heads=4, dim=64, vocab=300, dtype=jnp.bfloat16)
