@@ -10,7 +10,9 @@ are those of the first validation at or below `--target`. Per record: the median
 whether the next record is cheaper on each measure; where it is not, the benchmark task's FSR is
 undefined on that measure and is flagged, never scored (`libs.evals.speedrun_scores.fsr`). Run it on an
 otherwise idle machine: the seconds are wall-clock measurements. Writes the markdown table and a JSON of
-every run (same basename).
+every run (same basename). It covers the records at the 4-layer proxy (1-11): one fixed target cannot serve
+two proxy scales, and the packed records 12+ get their per-step targets from the benchmark binary
+(`experiments.speedrun_bench`, configs/speedrun_bench/proxy.gin).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from absl import app, flags
 
 from libs.envs.speedrun_bench import references
 from libs.envs.speedrun_bench.proxy import Proxy
-from tools.records import RECORDS, SCALE_FILE, change_summary
+from tools.records import PACKED_RECORDS, RECORDS, SCALE_FILE, change_summary
 
 _OUT = flags.DEFINE_string("out", "docs/speedrun_bench_refs.md", "Markdown table to write (and .json beside it).")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "runs/speedrun_bench_refs", "Parent of the per-run workdirs.")
-_RECORDS = flags.DEFINE_list("records", RECORDS, "Record config names, in ladder order.")
+_RECORDS = flags.DEFINE_list("records", [r for r in RECORDS if r not in PACKED_RECORDS],
+                             "Record config names, in ladder order (records 1-11).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; the reference is the median over them.")
 _TARGET = flags.DEFINE_float("target", 3.0, "Target validation loss (nats per byte token at proxy scale).")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", 300, "The schedule's length (cpu_scale.gin's): steps a run may take.")
@@ -65,6 +68,9 @@ def main(argv):
     import jax  # pylint: disable=import-outside-toplevel  (the device line only)
 
     records, seeds = list(_RECORDS.value), [int(s) for s in _SEEDS.value]
+    if packed := [r for r in records if r in PACKED_RECORDS]:
+        raise app.UsageError(f"--records: {', '.join(packed)} train at the packed proxy; this table covers records "
+                             "1-11 (run experiments.speedrun_bench for the later steps)")
     t0, runs = time.perf_counter(), []
     for seed in seeds:  # seeds outermost: a drifting machine load spreads over every record alike
         for record in records:

@@ -47,21 +47,39 @@ def test_bench_speedrun_rejects_bad_binding(tmp_path):
     assert proc.returncode == 2 and "error:" in proc.stderr
 
 
+def test_ladder_runs_the_last_short_record_again_as_the_packed_baseline():
+    from tools import record_ladder, records  # pylint: disable=import-outside-toplevel
+
+    short, packed = records.SCALE_FILE, records.PACKED_SCALE_FILE
+    assert records.ladder_entries(["record_10", "record_11", "record_12", "record_13"]) == [
+        ("record_10", short), ("record_11", short), ("record_11", packed), ("record_12", packed), ("record_13", packed)]
+    assert records.ladder_entries(["record_12", "record_13"]) == [("record_12", packed), ("record_13", packed)]
+    runs = [{"record": r, "scale": sc, "status": "complete", "val_loss": v, "train_time_s": 1.0, "wall_s": 2.0}
+            for r, sc, v in (("record_10", "short", 2.3), ("record_11", "short", 2.2), ("record_11", "packed", 2.5),
+                             ("record_12", "packed", 2.4))]
+    rows = record_ladder.aggregate(runs, [(r["record"], r["scale"]) for r in runs], tie=0.03)
+    assert [r["delta"] for r in rows][2] is None  # a new scale starts a new segment: no delta across scales
+    assert rows[1]["delta"] == pytest.approx(-0.1) and rows[3]["delta"] == pytest.approx(-0.1)
+    assert record_ladder.label(rows[2]) == "record_11 (packed)" and record_ladder.label(rows[3]) == "record_12"
+
+
 @pytest.mark.slow
-def test_record_ladder_two_records(tmp_path):
+def test_record_ladder_across_both_proxy_scales(tmp_path):
     out = tmp_path / "docs" / "ladder.md"
     proc = _run(["tools.record_ladder", f"--out={out}", f"--workdir_root={tmp_path / 'runs'}",
-                 "--records=gpt2_124m,record_02", "--steps=5"], timeout=180)
-    assert "[1/2] gpt2_124m" in proc.stdout and "[2/2] record_02" in proc.stdout
+                 "--records=record_11,record_12", "--steps=5", "--packed_steps=3"], timeout=600)
+    assert "[1/3] record_11 (short)" in proc.stdout and "[3/3] record_12 (packed)" in proc.stdout
     text = out.read_text()
-    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| (\w+) \|[^|]*\| (\d+\.\d+) \|", text, re.M)}
-    assert set(rows) == {"gpt2_124m", "record_02"}
+    rows = {(m.group(1), m.group(2)): float(m.group(3))
+            for m in re.finditer(r"^\| (\w+) \| (\w+) \|[^|]*\| (\d+\.\d+) \|", text, re.M)}
+    assert set(rows) == {("record_11", "short"), ("record_11", "packed"), ("record_12", "packed")}
     assert all(0 < v < 10 for v in rows.values())
-    assert "Where the proxy agrees" in text and "ladder.png" in text
+    assert "Where the proxy agrees" in text and "ladder.png" in text and "cpu_scale_packed.gin" in text
     assert (tmp_path / "docs" / "ladder.png").stat().st_size > 0
     raw = json.loads((tmp_path / "docs" / "ladder.json").read_text())
-    assert [r["record"] for r in raw["runs"]] == ["gpt2_124m", "record_02"]
-    assert all(r["val_step"] == 5 and r["train_time_s"] >= 0 for r in raw["runs"])
+    assert [(r["record"], r["scale"], r["val_step"]) for r in raw["runs"]] == [
+        ("record_11", "short", 5), ("record_11", "packed", 3), ("record_12", "packed", 3)]
+    assert all(r["train_time_s"] >= 0 for r in raw["runs"])
 
 
 def test_lfs_standin_grades_two_levels(tmp_path):
