@@ -175,12 +175,8 @@ class GPTConfig:
         if self.linear_init_scale != 1.0 and self.init_scheme != "torch":
             raise ConfigError(f"GPTConfig.linear_init_scale={self.linear_init_scale!r}: only init_scheme='torch' "
                               f"uses it, got {self.init_scheme!r}")
-        scales = self.head_fp8_scales
-        if not (isinstance(scales, (tuple, list)) and len(scales) == 3 and all(
-                isinstance(v, (int, float)) and v > 0 for v in scales)):
-            raise ConfigError(f"GPTConfig.head_fp8_scales={scales!r}: expected three positive numbers (x, weight, "
-                              "gradient)")
-        object.__setattr__(self, "head_fp8_scales", tuple(float(v) for v in scales))
+        if self.head_fp8:
+            self._check_fp8_scales()
         for name in ("attentionless_layers", "short_window_layers"):
             self._check_layers(name)
         if self.short_window_layers and self.max_window_blocks == 0:
@@ -194,6 +190,14 @@ class GPTConfig:
             raise ConfigError(f"GPTConfig.window_block_size={self.window_block_size}: expected a positive integer")
         if self.unet_skips and self.num_layers < 2:
             raise ConfigError(f"GPTConfig.unet_skips=True: needs num_layers >= 2, got {self.num_layers}")
+
+    def _check_fp8_scales(self):
+        scales = self.head_fp8_scales
+        if not (isinstance(scales, (tuple, list)) and len(scales) == 3 and all(
+                isinstance(v, (int, float)) and v > 0 for v in scales)):
+            raise ConfigError(f"GPTConfig.head_fp8_scales={scales!r}: expected three positive numbers (x, weight, "
+                              "gradient)")
+        object.__setattr__(self, "head_fp8_scales", tuple(float(v) for v in scales))
 
     def _check_layers(self, name: str) -> None:
         """A tuple of distinct layer indices (a gin list becomes a tuple, so the config stays hashable)."""

@@ -23,6 +23,7 @@ _CONFIGURABLES = {
     "make_optimizer": set(inspect.signature(optim.make_optimizer).parameters),
     "lr_schedule": set(inspect.signature(optim.lr_schedule).parameters),
     "momentum_warmup": set(inspect.signature(optim.momentum_warmup).parameters),
+    "window_schedule": set(inspect.signature(optim.window_schedule).parameters),
     "train": set(inspect.signature(trainer.train).parameters),
 }
 _MENTION = re.compile(r"\b(" + "|".join(_CONFIGURABLES) + r")\.([A-Za-z_]\w*)")
@@ -83,7 +84,8 @@ def _read(step, level) -> str:
 
 
 def test_ladder_steps_are_the_record_configs_in_order():
-    assert len(hints.LADDER_STEPS) == 8
+    assert len(hints.LADDER_STEPS) == 18
+    assert hints.PACKED_RECORDS[0] == "record_12" and hints.RECORDS[-1] == "record_21"
     assert hints.LEVELS == ("1", "2", "3")
     for a, b in hints.LADDER_STEPS:
         assert os.path.exists(os.path.join(CONFIG_DIR, f"{a}.gin"))

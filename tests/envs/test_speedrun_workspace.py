@@ -5,6 +5,7 @@ features, trains bit-identically to the project's own record config, and a task 
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -26,10 +27,12 @@ def test_workspace_sources_are_python_without_folded_switches(record):
     for name in ("gpt.py", "optim.py", "losses.py", "train.py"):
         compile(files[name], name, "exec")
     for field in folds["GPTConfig"]:
-        assert f"{field}:" not in files["gpt.py"] and f"cfg.{field}" not in files["gpt.py"]
+        assert not re.search(rf"(\b{field}:|cfg\.{field}\b)", files["gpt.py"]), field
         assert f"GPTConfig.{field} " not in files["record.gin"]
-    for param in folds["make_optimizer"]:
-        assert f"{param}:" not in files["optim.py"]
+    for owner in ("make_optimizer", "window_schedule"):
+        for param in folds[owner]:
+            assert not re.search(rf"\b{param}:", files["optim.py"]), param
+            assert f"{owner}.{param} " not in files["record.gin"]
     for fixed in workspace.FIXED:
         assert f"\n{fixed} =" not in files["record.gin"]
 
@@ -43,11 +46,22 @@ def test_each_step_hides_the_next_change():
     for feature in ("qk_norm", "relu2", "zero_init_proj"):
         assert feature not in src["record_04"]["gpt.py"] and feature in src["record_05"]["gpt.py"]
     assert "tie_embeddings" not in src["record_05"]["gpt.py"] and "embed_norm" in src["record_08"]["gpt.py"]
-    assert "value_residual" not in src["record_08"]["gpt.py"] and "logit_softcap" in src["record_09"]["gpt.py"]
+    assert "value_lambda" not in src["record_08"]["gpt.py"] and "value_lambda" in src["record_09"]["gpt.py"]
     assert "residual_dtype" not in src["record_09"]["gpt.py"] and "residual_dtype" in src["record_10"]["gpt.py"]
     assert "unet_skips" not in src["record_10"]["gpt.py"] and "unet_skips" in src["record_11"]["gpt.py"]
+    # The packed-document records: each later switch is folded out of the record before it.
+    assert "doc_eot_id" not in src["record_11"]["gpt.py"] and "doc_eot_id" in src["record_12"]["gpt.py"]
+    assert "growth_tokens" not in src["record_12"]["optim.py"] and "growth_tokens" in src["record_13"]["optim.py"]
+    assert "ve_init_std" not in src["record_13"]["gpt.py"] and "ve_init_std" in src["record_14"]["gpt.py"]
+    assert "ve_mix" not in src["record_14"]["gpt.py"] and "ve_mix" in src["record_15"]["gpt.py"]
+    assert "window_block_clamp" not in src["record_15"]["gpt.py"] and "window_block_clamp" in src["record_16"]["gpt.py"]
+    assert "attentionless_layers" not in src["record_16"]["gpt.py"] and "attentionless" in src["record_17"]["gpt.py"]
+    assert "logit_softcap" not in src["record_17"]["gpt.py"] and "logit_softcap" in src["record_18"]["gpt.py"]
+    assert "Fp8Head" not in src["record_18"]["gpt.py"] and "Fp8Head" in src["record_19"]["gpt.py"]
+    assert '"ceil"' not in src["record_18"]["optim.py"] and '"ceil"' in src["record_19"]["optim.py"]
+    assert "short_window_layers" not in src["record_19"]["gpt.py"] and "short_window" in src["record_20"]["gpt.py"]
     last = {f.name for f in dataclasses.fields(GPTConfig)}
-    assert all(f"    {name}:" in src["record_11"]["gpt.py"] for name in last)  # the last record folds nothing
+    assert all(f"    {name}:" in src["record_21"]["gpt.py"] for name in last)  # the last record folds nothing
 
 
 def _val_losses(path):
@@ -56,15 +70,16 @@ def _val_losses(path):
 
 def _train_both(record, tmp_path):
     """Val losses of the record's workspace (runner) and of the project binary on the record's config."""
-    ws, proxy_path = tmp_path / "ws", tmp_path / "proxy.json"
+    ws, proxy_path, proxy = tmp_path / "ws", tmp_path / "proxy.json", TINY.for_record(record)
     workspace.build_workspace(record, str(ws))
-    proxy_path.write_text(json.dumps(dataclasses.asdict(TINY)))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proxy_path.write_text(json.dumps(dataclasses.asdict(proxy)))
+    # One CPU device, as the benchmark runs: the packed proxy's two rows do not split over eight fake devices.
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu"}
     a = subprocess.run([sys.executable, "-m", "libs.envs.speedrun_bench.runner", f"--workspace={ws}",
                         f"--workdir={ws / 'run'}", f"--proxy={proxy_path}"], capture_output=True, text=True, env=env, check=False)
     assert a.returncode == 0, a.stderr[-2000:]
     b = subprocess.run([sys.executable, "-m", "experiments.speedrun", f"--gin_file=configs/speedrun/{record}.gin",
-                        "--gin_file=configs/speedrun/cpu_scale.gin", *[f"--gin_bindings={x}" for x in TINY.bindings()],
+                        f"--gin_file={proxy.scale_file}", *[f"--gin_bindings={x}" for x in proxy.bindings()],
                         f"--workdir={tmp_path / 'ref'}"], capture_output=True, text=True, env=env,
                        cwd=launch.REPO_ROOT, check=False)
     assert b.returncode == 0, b.stderr[-2000:]

@@ -66,11 +66,12 @@ def run(workdir: str, steps: Sequence[str] = ("all",), hints: Sequence[str] = ("
         raise ConfigError(f"speedrun_bench.reference_seeds={reference_seeds}: expected at least 1")
     proxy = tasks.Proxy()
     label = scaffold or agent + (" (harness check)" if agent in HARNESS else "")
-    records = list(dict.fromkeys(r for step in ladder for r in step))
-    runs = _reference_runs(workdir, records, reference_seeds, proxy)
+    # A step into a packed-document record (12+) measures both its records at the packed proxy scale.
+    needed = list(dict.fromkeys((record, proxy.for_step(step)) for step in ladder for record in step))
+    runs = _reference_runs(workdir, needed, reference_seeds)
     if runs is None:
         return {"status": "interrupted"}
-    proxies = {step: _task_proxy(proxy, runs, step) for step in ladder}
+    proxies = {step: _task_proxy(proxy.for_step(step), runs, step) for step in ladder}
     names = [tasks.task_name(step, levels) for levels in hints for step in ladder]
     by_name = {tasks.task_name(step, levels): proxies[step] for levels in hints for step in ladder}
     if agent in HARNESS:
@@ -88,7 +89,7 @@ def _task_proxy(proxy: tasks.Proxy, runs, step) -> tasks.Proxy:
     """The proxy of the task on `step`: its target by the proxy's rule."""
     if proxy.target_rule == "fixed":
         return proxy
-    target = references.step_target(runs, step, proxy.target_margin)
+    target = references.step_target(_runs_at(runs, proxy), step, proxy.target_margin)
     if target is None:
         raise UserError(f"no reference run of {step[0]} or {step[1]} has a validation curve; see the logs under "
                         "reference_runs/")
@@ -105,26 +106,36 @@ def _steps(steps: Sequence[str]) -> list[tuple[str, str]]:
     return [known[s] for s in steps]
 
 
-def _reference_runs(workdir, records, seeds, proxy) -> list[dict[str, Any]] | None:
-    """Each record's own config over its whole schedule, `seeds` times (journalled in references.jsonl)."""
+def _reference_runs(workdir, needed, seeds) -> list[dict[str, Any]] | None:
+    """Each needed (record, proxy): the record's own config over its whole schedule at that proxy, `seeds`
+    times (journalled in references.jsonl, each run with its proxy's settings; `_runs_at` selects them)."""
     path = os.path.join(workdir, "references.jsonl")
-    settings = _reference_settings(proxy)
+    wanted = [(record, _reference_settings(proxy)) for record, proxy in needed]
     # Runs of another proxy (other validation settings, say) in the same workdir are kept but not used.
-    runs = [r for r in (rundir.read_jsonl(path) if os.path.exists(path) else []) if r.get("proxy") == settings]
-    done = {(r["record"], r["seed"]) for r in runs}
+    runs = [r for r in (rundir.read_jsonl(path) if os.path.exists(path) else [])
+            if (r["record"], r.get("proxy")) in wanted and r["seed"] < seeds]
+    done = {(r["record"], r["seed"], json.dumps(r["proxy"], sort_keys=True)) for r in runs}
     for seed in range(seeds):  # seeds outermost: a drifting machine load spreads over every record alike
-        for record in records:
-            if (record, seed) in done:
+        for (record, proxy), (_, settings) in zip(needed, wanted):
+            if (record, seed, json.dumps(settings, sort_keys=True)) in done:
                 continue
             if rundir.stop_requested():
                 return None
-            run = references.run_reference(record, seed, os.path.join(workdir, "reference_runs"), proxy, logging.info)
+            root = os.path.join(workdir, "reference_runs", *(["packed"] if proxy.scale_file == proxy.packed_scale_file
+                                                             else []))
+            run = references.run_reference(record, seed, root, proxy, logging.info)
             if run["status"] == "interrupted" or rundir.stop_requested():
                 return None
             run["proxy"] = settings
             rundir.append_jsonl(path, run)
             runs.append(run)
-    return [r for r in runs if r["record"] in records and r["seed"] < seeds]
+    return runs
+
+
+def _runs_at(runs: Sequence[dict[str, Any]], proxy: tasks.Proxy) -> list[dict[str, Any]]:
+    """The reference runs trained at `proxy`'s settings."""
+    settings = _reference_settings(proxy)
+    return [r for r in runs if r.get("proxy") == settings]
 
 
 def _reference_settings(proxy: tasks.Proxy) -> dict[str, Any]:
@@ -190,7 +201,7 @@ def _score(workdir, runs, proxies, results, proxy, label, agent) -> dict[str, An
     """FSR of every result on each cost against its step's references; the tables, plot and JSON."""
     rows, records, refs = [], [], {}
     for step, step_proxy in proxies.items():
-        refs[step] = references.medians(runs, list(step), step_proxy.target)
+        refs[step] = references.medians(_runs_at(runs, step_proxy), list(step), step_proxy.target)
     for result in results:
         step = tuple(result["step"])
         before, after = refs[step]
@@ -235,7 +246,10 @@ def _markdown(ref_rows, rows, table, proxy, label) -> str:
             if proxy.target_rule == "per_step" else f"fixed at {proxy.target}")
     lines = [f"# Speedrunning benchmark: {label}", "",
              (f"Proxy: `{proxy.scale_file or 'the real configs (full scale)'}` on each record, validated every {proxy.eval_every} steps on "
-              f"{proxy.val_tokens:,} tokens, seed {proxy.seed}; target {rule}; task metric `{proxy.measure}`."), "",
+              f"{proxy.val_tokens:,} tokens, seed {proxy.seed}; target {rule}; task metric `{proxy.measure}`."
+              + (f" Steps into the packed-document records (12+) use `{proxy.packed_scale_file}` on both records "
+                 f"({proxy.packed_seq_len}-token rows, validation batch {proxy.packed_val_batch_size})."
+                 if any(ref["step"][1] in hints_lib.PACKED_RECORDS for ref in ref_rows) else "")), "",
              "## References (each record's own config; median [min, max] over seeds)", "",
              "| step | target | record i: train s | steps | tokens | record i+1: train s | steps | tokens | flags |",
              "|---|---|---|---|---|---|---|---|---|"]

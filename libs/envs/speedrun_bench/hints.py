@@ -19,8 +19,12 @@ import os
 
 HINTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hints")
 
-RECORDS = ("gpt2_124m", "record_02", "record_03", "record_04", "record_05",
-           "record_08", "record_09", "record_10", "record_11")
+RECORDS = ("gpt2_124m", "record_02", "record_03", "record_04", "record_05", "record_08", "record_09", "record_10",
+           "record_11", "record_12", "record_13", "record_14", "record_15", "record_16", "record_17", "record_18",
+           "record_19", "record_20", "record_21")
+# Records that train on packed documents (long rows, document masks, windows): their CPU proxy is
+# configs/speedrun/cpu_scale_packed.gin, and a step into one compares both records at that scale.
+PACKED_RECORDS = RECORDS[RECORDS.index("record_12"):]
 LADDER_STEPS: tuple[tuple[str, str], ...] = tuple(itertools.pairwise(RECORDS))
 
 LEVELS = ("1", "2", "3")

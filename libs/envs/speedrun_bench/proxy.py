@@ -11,10 +11,18 @@ from typing import Annotated
 
 import gin
 
+from libs.envs.speedrun_bench.hints import PACKED_RECORDS
 from libs.train.launch import POSITIVE, ConfigError
 
 MEASURES = ("train_time_s", "steps", "tokens")
 TARGET_RULES = ("per_step", "fixed")
+SCALE_FILE = "configs/speedrun/cpu_scale.gin"  # records 1-11: 4 layers, 128-token rows
+PACKED_SCALE_FILE = "configs/speedrun/cpu_scale_packed.gin"  # records 12+: 12 layers, 1,024-token packed rows
+
+
+def scale_file_for(record: str) -> str:
+    """The CPU proxy overlay a record's own workspace and reference runs use."""
+    return PACKED_SCALE_FILE if record in PACKED_RECORDS else SCALE_FILE
 
 
 @gin.configurable("speedrun_proxy")
@@ -35,6 +43,8 @@ class Proxy:
     scale_file: the gin file put on top of every record config ("" for the full-scale mode: the real configs,
     FineWeb shards as train_data / val_data, on a GPU; configs/speedrun_bench/full_scale.gin); seq_len,
     val_batch_size: the sequence length every run trains and validates at, the validation batch.
+    packed_scale_file, packed_seq_len, packed_val_batch_size: the same for the steps into the packed-document
+    records 12+ (`for_step`), whose layer-indexed switches need 12 layers and whose windows need long rows.
     """
 
     target: float = 3.0
@@ -48,9 +58,12 @@ class Proxy:
     train_data: str = "stdlib"
     val_data: str = "stdlib"
     total_steps: int = 0
-    scale_file: str = "configs/speedrun/cpu_scale.gin"
+    scale_file: str = SCALE_FILE
     seq_len: Annotated[int, POSITIVE] = 128
     val_batch_size: Annotated[int, POSITIVE] = 16
+    packed_scale_file: str = PACKED_SCALE_FILE
+    packed_seq_len: Annotated[int, POSITIVE] = 1024
+    packed_val_batch_size: Annotated[int, POSITIVE] = 2
 
     def __post_init__(self):
         if self.measure not in MEASURES:
@@ -63,6 +76,24 @@ class Proxy:
             raise ConfigError(f"speedrun_proxy.total_steps={self.total_steps!r}: expected 0 (the records' own) or more")
         if not self.target_margin >= 0:
             raise ConfigError(f"speedrun_proxy.target_margin={self.target_margin!r}: expected 0 or more")
+
+    def for_record(self, record: str) -> Proxy:
+        """The proxy `record` is measured at: itself, or its packed settings for records 12+."""
+        if record not in PACKED_RECORDS or self.scale_file == self.packed_scale_file:
+            return self
+        if not self.scale_file:
+            raise ConfigError(f"speedrun_proxy: full-scale tasks reach record 11 for now; {record} needs its own "
+                              "row length (65,536 or 49,152 tokens), which one full-scale proxy cannot fix")
+        return self.packed()
+
+    def packed(self) -> Proxy:
+        """This proxy with its packed settings (scale file, row length, validation batch)."""
+        return dataclasses.replace(self, scale_file=self.packed_scale_file, seq_len=self.packed_seq_len,
+                                   val_batch_size=self.packed_val_batch_size)
+
+    def for_step(self, step: tuple[str, str]) -> Proxy:
+        """The proxy a ladder step's task and both its references use: the later record's."""
+        return self.for_record(step[1])
 
     def bindings(self, seed: int | None = None, stop: bool = True) -> list[str]:
         """The gin bindings every measured run gets after its own config (`workspace.FIXED`); `stop=False`

@@ -1,6 +1,6 @@
 """Trains a benchmark workspace with the project's trainer: the evaluation's (and train.py's) entry point.
 
-    python -m libs.envs.speedrun_bench.runner --workspace=DIR --workdir=DIR/run [--proxy=proxy.json]
+    python -m libs.envs.speedrun_bench.runner --workspace=DIR --workdir=DIR/run [--proxy=proxy.json | --packed]
 
 The workspace's gpt.py, losses.py and optim.py are installed in place of the project's modules of the same
 names before anything imports them; the config is the workspace's record.gin followed by the proxy's fixed
@@ -42,11 +42,12 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--workspace", required=True, help="folder with gpt.py, losses.py, optim.py, record.gin")
     parser.add_argument("--workdir", default=None, help="run directory (default: WORKSPACE/run)")
     parser.add_argument("--proxy", default=None, help="proxy settings (JSON file; default: the default Proxy)")
+    parser.add_argument("--packed", action="store_true", help="the default Proxy at its packed scale (records 12+)")
     args = parser.parse_args(list(argv)[1:])
     workspace = os.path.abspath(args.workspace)
     from libs.envs.speedrun_bench.proxy import Proxy  # pylint: disable=import-outside-toplevel  (no model import)
 
-    proxy = Proxy()
+    proxy = Proxy().packed() if args.packed else Proxy()
     if args.proxy:
         with open(args.proxy) as f:
             proxy = Proxy(**json.load(f))

@@ -64,6 +64,17 @@ def specialize(source: str, folds: Folds) -> str:
     return code
 
 
+def _is_bool(node: cst.BaseExpression) -> bool:
+    """Whether `node` surely evaluates to a bool (a comparison, a `not`, or `and`/`or` of such), so that
+    folding a constant right operand of `and`/`or` keeps its value (the left operand is free of side effects:
+    comparisons of config values)."""
+    if isinstance(node, cst.Comparison) or (isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not)):
+        return True
+    if isinstance(node, cst.BooleanOperation):
+        return _is_bool(node.left) and _is_bool(node.right)
+    return _value(node)[0] and isinstance(_value(node)[1], bool)
+
+
 def literal(value: Any) -> cst.BaseExpression:
     """The expression for a Python literal value."""
     return cst.parse_expression(repr(value))
@@ -140,7 +151,12 @@ class _Fold(cst.CSTTransformer):
         if not removed:
             return updated
         params = [p for p in updated.params.params if p.name.value not in removed]
-        return updated.with_changes(params=updated.params.with_changes(params=params))
+        kept = updated.params.with_changes(params=params)
+        starred = isinstance(kept.star_arg, (cst.Param, cst.ParamStar)) or kept.kwonly_params or kept.star_kwarg
+        if params and not starred:  # no dangling ", )"
+            params[-1] = params[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            kept = kept.with_changes(params=params)
+        return updated.with_changes(params=kept)
 
     # Substitution.
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
@@ -149,7 +165,7 @@ class _Fold(cst.CSTTransformer):
             return updated
         owner = _dotted(original.value)
         in_config = bool(self.classes) and self.classes[-1] == self.folds.config_class
-        if owner in ("cfg", "self.cfg", "config", "self.config") or (owner == "self" and in_config):
+        if owner in ("cfg", "self.cfg", "module.cfg", "config", "self.config") or (owner == "self" and in_config):
             return literal(self.folds.attributes[field])
         return updated.with_changes(attr=original.attr)  # an attribute's name is no parameter's use
 
@@ -205,6 +221,10 @@ class _Fold(cst.CSTTransformer):
     def leave_Comparison(self, original, updated: cst.Comparison) -> cst.BaseExpression:
         ok, left = _value(updated.left, self.constants)
         if not ok:
+            if len(updated.comparisons) == 1 and isinstance(updated.comparisons[0].operator, (cst.In, cst.NotIn)):
+                ok, container = _value(updated.comparisons[0].comparator, self.constants)
+                if ok and container == ():  # `layer in ()`: a folded empty layer list
+                    return literal(isinstance(updated.comparisons[0].operator, cst.NotIn))
             return updated
         result = True
         for target in updated.comparisons:
@@ -229,8 +249,9 @@ class _Fold(cst.CSTTransformer):
                 return updated.right
             return updated.left
         ok, right = _value(updated.right)
-        if ok and bool(right) == is_and:  # X and True -> X; X or False -> X (conditions only use these)
-            return updated.left
+        if ok and isinstance(right, bool) and _is_bool(updated.left):  # exact only for a bool X
+            # X and True -> X; X or False -> X; X and False -> False; X or True -> True
+            return updated.left if right == is_and else literal(right)
         return updated
 
     def leave_IfExp(self, original, updated: cst.IfExp) -> cst.BaseExpression:

@@ -134,7 +134,7 @@ def _in_data_dir(pattern: str, split: str) -> str:
     return f"data/stdlib_{split}_*.bin" if pattern == "stdlib" else f"data/{os.path.basename(pattern)}"
 
 
-def reference_workspace(record: str, scale_file: str = workspace.SCALE_FILE) -> dict[str, str]:
+def reference_workspace(record: str, scale_file: str | None = None) -> dict[str, str]:
     """The editable files of `record`'s own workspace (the oracle submits record i+1's to task i)."""
     files = workspace.sources(record, scale_file=scale_file)
     return {name: files[name] for name in workspace.EDITABLE}

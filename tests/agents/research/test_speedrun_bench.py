@@ -11,8 +11,10 @@ from libs.agents.research import speedrun_bench
 from libs.envs.speedrun_bench.proxy import Proxy
 from tests.conftest import run_binary
 
+
 def _curve_run(record, steps, seconds):
-    return {"record": record, "seed": 0, "curve": [[0, 5.0, 0.0, 0], [steps, 2.99, seconds, steps * 2048]]}
+    return {"record": record, "seed": 0, "curve": [[0, 5.0, 0.0, 0], [steps, 2.99, seconds, steps * 2048]],
+            "proxy": speedrun_bench._reference_settings(Proxy())}  # pylint: disable=protected-access
 
 
 _RUNS = [_curve_run("gpt2_124m", 200, 40.0), _curve_run("record_02", 150, 30.0), _curve_run("record_03", 150, 35.0)]
@@ -77,6 +79,23 @@ def test_harness_checks_end_to_end_share_references_and_rerun_changes_nothing(tm
     assert n["fsr_steps"] == 0.0 and n["fsr_tokens"] == 0.0
     again = run_binary("experiments.speedrun_bench", *base, "--gin_bindings=speedrun_bench.agent = 'noop'")
     assert again.returncode == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_step_into_a_packed_record_measures_both_records_at_the_packed_proxy(tmp_path):
+    proc = run_binary("experiments.speedrun_bench", "--gin_file=configs/speedrun_bench/tiny.gin",
+                      "--gin_bindings=speedrun_bench.steps = ['record_11__record_12']",
+                      "--gin_bindings=speedrun_proxy.total_steps = 10", f"--workdir={tmp_path}", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    refs = [json.loads(line) for line in (tmp_path / "references.jsonl").read_text().splitlines()]
+    assert [r["record"] for r in refs] == ["record_11", "record_12"]
+    assert all(r["proxy"]["scale_file"].endswith("cpu_scale_packed.gin") and r["proxy"]["seq_len"] == 1024
+               for r in refs)
+    summary = json.loads((tmp_path / "results_oracle.json").read_text())
+    task, ref = summary["tasks"][0], summary["references"][0]
+    assert task["proxy"]["seq_len"] == 1024
+    assert task["costs"]["steps"] == ref["after"]["steps"]  # record 12's workspace trains as its reference did
+    assert "cpu_scale_packed.gin" in (tmp_path / "summary_oracle.md").read_text()
 
 
 class SpeedrunResponder:
