@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +30,8 @@ from typing import Any
 from absl import app, flags
 
 from libs.train import launch, metrics
-from tools.records import CONFIG_DIR, PACKED_RECORDS, PACKED_SCALE_FILE, RECORDS, SCALE_FILE, change_summary, ladder_entries
+from tools.records import (CONFIG_DIR, PACKED_SCALE_FILE, RECORDS, SCALE_FILE, aggregate, label,
+                           ladder_entries)
 
 _OUT = flags.DEFINE_string("out", "docs/record_ladder.md", "Markdown table to write.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "runs/ladder", "Parent of the per-run workdirs.")
@@ -90,32 +90,6 @@ def run_one(record: str, seed: int, steps: int, root: str, scale_file: str = SCA
     return result
 
 
-def aggregate(runs: list[dict[str, Any]], entries: list[tuple[str, str]], tie: float = 0.0) -> list[dict[str, Any]]:
-    """Mean and std over seeds per (record, scale name), and the delta against the row before at that scale."""
-    rows, prev = [], None
-    for rec, scale in entries:
-        mine = [r for r in runs if r["record"] == rec and r.get("scale", "short") == scale]
-        ok = [r for r in mine if r["status"] != "failed"]
-        losses = [r["val_loss"] for r in ok]
-        if prev is not None and prev["scale"] != scale:
-            prev = None  # a new proxy scale starts a new ladder segment
-        row = {"record": rec, "scale": scale, "change": change_summary(rec), "n": len(ok), "failed": len(mine) - len(ok),
-               "val_loss": statistics.fmean(losses) if losses else None,
-               "val_std": statistics.stdev(losses) if len(losses) > 1 else 0.0,
-               "train_time_s": statistics.fmean(r["train_time_s"] for r in ok) if ok else None,
-               "wall_s": statistics.fmean(r["wall_s"] for r in mine) if mine else None}
-        if prev and prev["val_loss"] is not None and row["val_loss"] is not None:
-            row["delta"] = row["val_loss"] - prev["val_loss"]
-            row["improves"] = row["delta"] < 0
-            noise = (row["val_std"] ** 2 + prev["val_std"] ** 2) ** 0.5
-            row["within_noise"] = abs(row["delta"]) <= max(noise, tie)
-        else:
-            row["delta"], row["improves"], row["within_noise"] = None, None, False
-        rows.append(row)
-        prev = row
-    return rows
-
-
 def _loss(row: dict[str, Any]) -> str:
     if row["val_loss"] is None:
         return "failed"
@@ -124,12 +98,6 @@ def _loss(row: dict[str, Any]) -> str:
 
 def _num(x: float | None, spec: str) -> str:
     return "–" if x is None else format(x, spec)
-
-
-def label(row: dict[str, Any]) -> str:
-    """A row's name: the record, marked where it is the baseline run at the packed scale."""
-    packed_baseline = row["scale"] == "packed" and row["record"] not in PACKED_RECORDS
-    return f"{row['record']} (packed)" if packed_baseline else row["record"]
 
 
 def findings(rows: list[dict[str, Any]], tie: float) -> str:

@@ -48,7 +48,7 @@ def test_bench_speedrun_rejects_bad_binding(tmp_path):
 
 
 def test_ladder_runs_the_last_short_record_again_as_the_packed_baseline():
-    from tools import record_ladder, records  # pylint: disable=import-outside-toplevel
+    from tools import records  # pylint: disable=import-outside-toplevel  (no flags: in-process is safe)
 
     short, packed = records.SCALE_FILE, records.PACKED_SCALE_FILE
     assert records.ladder_entries(["record_10", "record_11", "record_12", "record_13"]) == [
@@ -57,10 +57,10 @@ def test_ladder_runs_the_last_short_record_again_as_the_packed_baseline():
     runs = [{"record": r, "scale": sc, "status": "complete", "val_loss": v, "train_time_s": 1.0, "wall_s": 2.0}
             for r, sc, v in (("record_10", "short", 2.3), ("record_11", "short", 2.2), ("record_11", "packed", 2.5),
                              ("record_12", "packed", 2.4))]
-    rows = record_ladder.aggregate(runs, [(r["record"], r["scale"]) for r in runs], tie=0.03)
+    rows = records.aggregate(runs, [(r["record"], r["scale"]) for r in runs], tie=0.03)
     assert [r["delta"] for r in rows][2] is None  # a new scale starts a new segment: no delta across scales
     assert rows[1]["delta"] == pytest.approx(-0.1) and rows[3]["delta"] == pytest.approx(-0.1)
-    assert record_ladder.label(rows[2]) == "record_11 (packed)" and record_ladder.label(rows[3]) == "record_12"
+    assert records.label(rows[2]) == "record_11 (packed)" and records.label(rows[3]) == "record_12"
 
 
 @pytest.mark.slow
