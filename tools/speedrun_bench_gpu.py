@@ -44,8 +44,9 @@ def main(argv):
     import jax  # pylint: disable=import-outside-toplevel  (the device line only)
 
     step = tuple(_STEP.value.split("__"))
-    if step not in hints.LADDER_STEPS:
-        raise app.UsageError(f"--step={_STEP.value}: expected one of {[hints.step_name(s) for s in hints.LADDER_STEPS]}")
+    full_scale_steps = [s for s in hints.LADDER_STEPS if s[1] not in hints.PACKED_RECORDS]
+    if step not in full_scale_steps:  # the packed records 12+ each have their own row length
+        raise app.UsageError(f"--step={_STEP.value}: expected one of {[hints.step_name(s) for s in full_scale_steps]}")
     root = os.path.dirname(os.path.abspath(_OUT.value))
     os.makedirs(root, exist_ok=True)
     proxy = Proxy(scale_file=_SCALE.value, seq_len=_SEQ_LEN.value, val_batch_size=_VAL_BATCH.value, eval_every=_EVAL_EVERY.value,
