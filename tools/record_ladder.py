@@ -36,8 +36,8 @@ from tools.records import (CONFIG_DIR, PACKED_SCALE_FILE, RECORDS, SCALE_FILE, a
 _OUT = flags.DEFINE_string("out", "docs/record_ladder.md", "Markdown table to write.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "runs/ladder", "Parent of the per-run workdirs.")
 _STEPS = flags.DEFINE_integer("steps", 250, "Optimizer steps per run at cpu_scale.gin (records 1-11).")
-_PACKED_STEPS = flags.DEFINE_integer("packed_steps", 250, "Optimizer steps per run at cpu_scale_packed.gin "
-                                     "(records 12+ and their record 11 baseline; a step costs ~5x more).")
+_PACKED_STEPS = flags.DEFINE_integer("packed_steps", 150, "Optimizer steps per run at cpu_scale_packed.gin "
+                                     "(records 12+ and their record 11 baseline; a step costs ~13x more).")
 _RECORDS = flags.DEFINE_list("records", list(RECORDS), "Record config names, in ladder order.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each record runs once per seed.")
 _TIE = flags.DEFINE_float(
@@ -63,7 +63,7 @@ def scale_name(scale_file: str) -> str:
 
 def run_one(record: str, seed: int, steps: int, root: str, scale_file: str = SCALE_FILE) -> dict[str, Any]:
     """Trains one record at one proxy scale in a fresh workdir; returns its final figures."""
-    tag = "_packed" if scale_file == PACKED_SCALE_FILE else ""
+    tag = "_packed" if scale_name(scale_file) == "packed" else ""
     workdir = os.path.join(root, f"{record}{tag}_s{seed}")
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(root, exist_ok=True)
